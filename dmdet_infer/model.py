@@ -1,0 +1,116 @@
+"""An exported model: ONNX file + ``dmdet.*`` metadata, providers, one reusable ONNX Runtime session."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, where
+from .metadata import ModelInfo, from_props
+
+DEVICES = ("auto", "cpu", "cuda")
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def default_model_path() -> Path:
+    """The model shipped inside the package."""
+    return Path(str(resources.files("dmdet_infer") / "models" / "default.onnx"))
+
+
+def cuda_options() -> dict[str, str]:
+    """CUDA provider options: fixed tile shapes pay the exhaustive cuDNN search once (method.md §5.2)."""
+    return {"cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"}
+
+
+def _providers(device: str) -> list:
+    import onnxruntime as ort
+
+    if device not in DEVICES:
+        raise InputError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+    available = ort.get_available_providers()
+    if device == "cpu" or (device == "auto" and CUDA not in available):
+        return [CPU]
+    if CUDA not in available:
+        raise InputError(
+            "CUDA requested but this onnxruntime has no CUDA provider; install it with "
+            "`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`, or use --device cpu"
+        )
+    return [(CUDA, cuda_options()), CPU]
+
+
+class Model:
+    """A dmdet ONNX model and its session. ``run`` is thread-safe (ONNX Runtime sessions are)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, device: str = "auto", threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path) if path is not None else default_model_path()
+        if not self.path.is_file():
+            if path is None:
+                raise InputError(where(self.path, "the default model is missing from this installation; "
+                                       "reinstall dmdet or pass --model"))
+            raise InputError(where(self.path, "model file not found"))
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        providers = _providers(device)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises several private exception types
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(where(self.path, f"not a valid ONNX model ({reason[:160]})")) from None
+        self.device = device
+        self.providers = self.session.get_providers()
+        if device == "cuda" and self.providers[0] != CUDA:
+            raise InputError(
+                "CUDA requested but not active: onnxruntime fell back to the CPU (CUDA/cuDNN libraries missing or "
+                "incompatible); use --device cpu or fix the CUDA installation"
+            )
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1 or len(inputs[0].shape) != 5 or len(outputs[0].shape) != 5:
+            shapes = [i.shape for i in inputs]
+            raise InputError(where(self.path, f"model input must be one 5D tensor (N,1,Z,Y,X), got {shapes}"))
+        self.input_name = inputs[0].name
+        self.output_name = outputs[0].name
+        props = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.info: ModelInfo = from_props(props)
+        except ValueError as exc:
+            raise InputError(where(self.path, f"not a dmdet model: {exc}")) from None
+
+    @property
+    def on_cuda(self) -> bool:
+        """Whether the session really runs on the CUDA provider."""
+        return self.providers[0] == CUDA
+
+    def run(self, block: np.ndarray) -> np.ndarray:
+        """Density map of a normalised (Z,Y,X) float32 block whose shape is a multiple of the stride."""
+        x = np.ascontiguousarray(block, dtype=np.float32)[None, None]
+        (out,) = self.session.run([self.output_name], {self.input_name: x})[:1]
+        return out[0, 0]
+
+
+def working_providers(model_path: str | os.PathLike | None = None) -> list[str]:
+    """Providers that really start a session here (not just those onnxruntime was built with)."""
+    import onnxruntime as ort
+
+    path = Path(model_path) if model_path else default_model_path()
+    working = []
+    for provider in ort.get_available_providers():
+        if provider not in (CPU, CUDA):
+            continue
+        if not path.is_file():
+            working.append(f"{provider} (untested: no model)")
+            continue
+        try:
+            session = ort.InferenceSession(str(path), providers=[provider])
+        except Exception:
+            continue
+        if session.get_providers()[0] == provider:
+            working.append(provider)
+    return working

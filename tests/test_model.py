@@ -1,0 +1,51 @@
+import pytest
+
+from dmdet_infer.errors import InputError
+from dmdet_infer.model import Model, default_model_path, working_providers
+from onnx_models import smoothing_model
+
+
+def test_loads_metadata_and_runs_on_cpu(model_path):
+    model = Model(model_path, device="cpu")
+    assert model.info.kind == "density"
+    assert model.providers == ["CPUExecutionProvider"]
+    assert not model.on_cuda
+
+
+def test_missing_and_not_onnx_files(tmp_path):
+    with pytest.raises(InputError, match=r"nope\.onnx: model file not found"):
+        Model(tmp_path / "nope.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a protobuf at all" * 10)
+    with pytest.raises(InputError, match=r"bad\.onnx: not a valid ONNX model"):
+        Model(bad)
+
+
+def test_model_without_metadata_or_wrong_rank_is_refused(tmp_path):
+    plain = tmp_path / "plain.onnx"
+    smoothing_model(plain, metadata=False)
+    with pytest.raises(InputError, match=r"plain\.onnx: not a dmdet model: missing dmdet metadata dmdet.kind"):
+        Model(plain)
+    flat = tmp_path / "flat.onnx"
+    smoothing_model(flat, rank=4)
+    with pytest.raises(InputError, match=r"flat\.onnx: model input must be one 5D tensor"):
+        Model(flat)
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(model_path):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has a CUDA provider")
+    with pytest.raises(InputError, match="CUDA requested"):
+        Model(model_path, device="cuda")
+    with pytest.raises(InputError, match="--device must be one of"):
+        Model(model_path, device="tpu")
+
+
+def test_working_providers_really_start_a_session(model_path):
+    assert "CPUExecutionProvider" in working_providers(model_path)
+
+
+def test_default_model_path_is_inside_the_package():
+    assert default_model_path().parent.name == "models"
