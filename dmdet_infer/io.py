@@ -1,0 +1,476 @@
+"""Read stacks (TIFF, OME-TIFF, ImageJ hyperstacks) into TZYX and write outputs atomically.
+
+Reading is lazy: an uncompressed, contiguous file comes back as a read-only ``numpy.memmap`` of the file
+itself (tifffile does the parsing); anything else is read into memory. Values are not checked here: call
+:func:`check_finite` once the pipeline is about to use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import tifffile
+
+from .errors import InputError, where
+
+# tifffile logs warnings about corrupt files; without this, Python's last-resort handler would print them
+# next to our one-line error. Applications that configure logging still receive them.
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
+
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "Stack",
+    "atomic_write",
+    "check_finite",
+    "input_paths",
+    "normalise_axes",
+    "read_stack",
+    "write_spots_csv",
+]
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "float32", "float64")
+TIFF_SUFFIXES = (".tif", ".tiff")
+# tifffile's codes for axes that are neither T, Z, Y, X nor a channel: generic ones may stand for Z.
+_GENERIC_AXES = "QI"
+_AXIS_NAMES = dict(tifffile.TIFF.AXES_NAMES)
+_UNIT_TO_UM = {
+    "um": 1.0, "µm": 1.0, "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "micrometre": 1.0,
+    "micrometers": 1.0, "micrometres": 1.0,
+    "nm": 1e-3, "nanometer": 1e-3, "nanometre": 1e-3, "nanometers": 1e-3, "nanometres": 1e-3,
+    "pm": 1e-6, "å": 1e-4, "angstrom": 1e-4, "mm": 1e3, "millimeter": 1e3, "millimetre": 1e3,
+    "cm": 1e4, "m": 1e6,
+}
+_CSV_COORD_COLUMNS = frozenset({"z", "y", "x", "z_um", "y_um", "x_um"})
+
+
+@dataclass(repr=False)
+class Stack:
+    """A stack normalised to TZYX (``data`` has 4 dimensions; T is 1 for a single volume)."""
+
+    data: np.ndarray
+    axes: str
+    voxel_size_um: tuple[float, float, float] | None = None
+    path: Path | None = None
+    has_time: bool = False
+
+    @property
+    def n_frames(self) -> int:
+        """Number of time points (1 for a single volume)."""
+        return int(self.data.shape[0])
+
+    def __repr__(self) -> str:
+        return (f"Stack(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, axes={self.axes!r}, "
+                f"voxel_size_um={self.voxel_size_um}, path={self.path}, has_time={self.has_time}, "
+                f"memmap={isinstance(self.data, np.memmap)})")
+
+    @classmethod
+    def from_array(cls, array: Any, axes: str | None = None,
+                   voxel_size_um: Sequence[float] | None = None, channel: int | None = None) -> Stack:
+        """Wrap an array for the Python API: 3D is ZYX, 4D is TZYX, anything else needs ``axes``."""
+        data = array if isinstance(array, np.ndarray) else np.asarray(array)
+        if axes is None:
+            if data.ndim == 3:
+                axes = "ZYX"
+            elif data.ndim == 4:
+                axes = "TZYX"
+            elif data.ndim == 2:
+                raise InputError(f"array: 2D image (shape {data.shape}); dmdet is a 3D detector and needs a "
+                                 "ZYX or TZYX array")
+            else:
+                raise InputError(f"array: {data.ndim}D array (shape {data.shape}); pass axes= (e.g. "
+                                 "'TZCYX') to say what each dimension is")
+        axes = _check_axes(axes, data.ndim, None, "axes=")
+        _check_dtype(data.dtype, None)
+        tzyx, has_time = normalise_axes(data, axes, channel=channel, path=None)
+        return cls(tzyx, axes, _check_voxel_size(voxel_size_um), None, has_time)
+
+
+def normalise_axes(data: np.ndarray, axes: str, channel: int | None = None,
+                   path: object | None = None) -> tuple[np.ndarray, bool]:
+    """Return ``(view of data as TZYX, has_time)`` for an array labelled with tifffile axis codes.
+
+    C (and S, samples) are reduced with ``channel``; axes of size 1 are squeezed; a single generic axis
+    (Q, I) of size > 1 stands for Z when there is no Z. Indexing and transposing keep a memmap lazy.
+    """
+    axes = axes.upper()
+    shape = data.shape
+    if 0 in shape:
+        raise InputError(where(path, f"empty image (shape {shape}, axes {axes}): no voxels to detect in"))
+    _select_channel_axes(axes, shape, channel, path)
+    index: list[Any] = []
+    kept: list[str] = []
+    generic: list[str] = []
+    for ax, n in zip(axes, shape):
+        if ax in "CS":
+            index.append(_channel_index(n, channel))
+        elif ax in "TZYX":
+            index.append(slice(None))
+            kept.append(ax)
+        elif n == 1:
+            index.append(0)
+        else:
+            index.append(slice(None))
+            kept.append(ax)
+            generic.append(ax)
+    if generic:
+        if "Z" in kept or len(generic) > 1 or generic[0] not in _GENERIC_AXES:
+            ax = generic[0]
+            raise InputError(where(path, f"cannot interpret axis {ax} ({_AXIS_NAMES.get(ax, 'unknown')}, "
+                                         f"size {shape[axes.index(ax)]}) of axes {axes}; pass --axes to say "
+                                         f"which axis is T, Z, C, Y, X (e.g. --axes {_example_axes(len(axes))})"))
+        kept[kept.index(generic[0])] = "Z"
+    if "Y" not in kept or "X" not in kept:
+        raise InputError(where(path, f"axes {axes} have no Y and X; pass --axes (e.g. --axes ZYX)"))
+    if "Z" not in kept:
+        hint = " (if T is really Z, pass --axes with Z in its place)" if "T" in kept else ""
+        raise InputError(where(path, f"2D image (axes {axes}, shape {shape}); dmdet is a 3D detector and "
+                                     f"needs a Z axis (ZYX or TZYX){hint}"))
+    view = data[tuple(index)]
+    view = view.transpose([kept.index(a) for a in "TZYX" if a in kept])
+    has_time = "T" in kept
+    if not has_time:
+        view = view[np.newaxis]
+    return view, has_time
+
+
+def _example_axes(ndim: int) -> str:
+    return {2: "YX", 3: "ZYX", 4: "TZYX"}.get(ndim, "APHELV"[: max(ndim - 5, 0)] + "TZCYX")
+
+
+def _select_channel_axes(axes: str, shape: tuple[int, ...], channel: int | None, path: object | None) -> None:
+    """Check that ``channel`` picks exactly one plane of C/S, with a one-line error otherwise."""
+    sizes = {ax: n for ax, n in zip(axes, shape) if ax in "CS"}
+    many = {ax: n for ax, n in sizes.items() if n > 1}
+    if len(many) > 1:
+        raise InputError(where(path, f"has both channels (C, {many['C']}) and samples (S, {many['S']}) in "
+                                     f"axes {axes}; convert it to a single-channel stack first"))
+    if channel is not None and channel < 0:
+        raise InputError(where(path, f"--channel {channel} is negative; channels count from 0"))
+    if not many:
+        if channel not in (None, 0):
+            raise InputError(where(path, f"--channel {channel} is out of range: the file has 1 channel "
+                                         f"(axes {axes}); use --channel 0 or leave it out"))
+        return
+    ax, n = next(iter(many.items()))
+    what = "channels" if ax == "C" else "samples (e.g. RGB)"
+    if channel is None:
+        z_hint = (f", or --axes with Z in place of {ax} if that axis is really Z"
+                  if "Z" not in axes else "")
+        raise InputError(where(path, f"has {n} {what} (axes {axes}); pass --channel K with K in 0..{n - 1} "
+                                     f"to pick one{z_hint}"))
+    if channel >= n:
+        raise InputError(where(path, f"--channel {channel} is out of range: the file has {n} {what} "
+                                     f"(axes {axes}); use 0..{n - 1}"))
+
+
+def _channel_index(n: int, channel: int | None) -> int:
+    return 0 if n == 1 or channel is None else channel
+
+
+def _check_axes(axes: str, ndim: int, path: object | None, origin: str) -> str:
+    axes = str(axes).strip().upper()
+    if not re.fullmatch(r"[A-Z]+", axes) or len(set(axes)) != len(axes):
+        raise InputError(where(path, f"{origin} {axes!r} must be distinct letters such as TZCYX"))
+    if len(axes) != ndim:
+        raise InputError(where(path, f"{origin} {axes!r} has {len(axes)} letters but the image has "
+                                     f"{ndim} dimensions; give one letter per dimension"))
+    return axes
+
+
+def _check_dtype(dtype: np.dtype, path: object | None) -> None:
+    if np.dtype(dtype).name not in SUPPORTED_DTYPES:
+        raise InputError(where(path, f"unsupported pixel type {np.dtype(dtype).name}; convert the stack to "
+                                     f"one of {', '.join(SUPPORTED_DTYPES)}"))
+
+
+def _check_voxel_size(voxel: Sequence[float] | None) -> tuple[float, float, float] | None:
+    if voxel is None:
+        return None
+    try:
+        vals = tuple(float(v) for v in voxel)
+    except (TypeError, ValueError):
+        vals = ()
+    if len(vals) != 3 or not all(np.isfinite(v) and v > 0 for v in vals):
+        raise InputError(f"voxel size {voxel!r} must be three positive numbers (z, y, x) in µm")
+    return vals  # type: ignore[return-value]
+
+
+def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: str | None = None) -> Stack:
+    """Read a TIFF / OME-TIFF / ImageJ stack as TZYX (memmap when the file allows)."""
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        raise InputError(where(name, "file not found; check the path"))
+    if path.is_dir():
+        raise InputError(where(name, "is a folder, not a stack file; give a .tif file"))
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise InputError(where(name, "TIFF file contains no image; check that it is not corrupt"))
+            series = tif.series[0]
+            file_axes = series.axes
+            shape = tuple(series.shape)
+            dtype = np.dtype(series.dtype)
+            if axes is not None:
+                file_axes = _check_axes(axes, len(shape), name, "--axes")
+            else:
+                file_axes = file_axes.upper()
+            _check_dtype(dtype, name)
+            if 0 in shape:
+                raise InputError(where(name, f"empty image (shape {shape}, axes {file_axes}): "
+                                             "no voxels to detect in"))
+            # Validate axes and channel before reading any data: errors must be cheap.
+            normalise_axes(np.broadcast_to(np.zeros((), dtype), shape), file_axes, channel, name)
+            voxel = _voxel_size(tif)
+            if series.dataoffset is not None:
+                data = series.asarray(out="memmap")
+            else:
+                data = series.asarray()
+    except InputError:
+        raise
+    except tifffile.TiffFileError as exc:
+        raise InputError(where(name, f"not a readable TIFF file ({_one_line(exc)}); "
+                                     "check the file type or re-export it as TIFF")) from None
+    except MemoryError:
+        raise InputError(where(name, "not enough memory to read this compressed stack; "
+                                     "save it uncompressed so that it can be memory-mapped")) from None
+    except Exception as exc:  # tifffile raises many kinds on corrupt files
+        raise InputError(where(name, f"corrupt or unsupported TIFF file ({type(exc).__name__}: "
+                                     f"{_one_line(exc)}); re-export it as TIFF")) from None
+    data = np.asanyarray(data).reshape(shape)
+    tzyx, has_time = normalise_axes(data, file_axes, channel, name)
+    return Stack(tzyx, file_axes, voxel, path, has_time)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
+
+
+def _unit_factor(unit: object) -> float | None:
+    """µm per ``unit``, or None if the unit is unknown (e.g. 'pixel')."""
+    if unit is None:
+        return None
+    u = str(unit).strip().lower().replace("\\u00b5", "µ").replace("μ", "µ")
+    return _UNIT_TO_UM.get(u)
+
+
+def _voxel_size(tif: tifffile.TiffFile) -> tuple[float, float, float] | None:
+    """Voxel size (z, y, x) in µm from ImageJ or OME metadata, None when incomplete or unknown."""
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            return _ome_voxel_size(tif.ome_metadata)
+        if tif.is_imagej and tif.imagej_metadata:
+            return _imagej_voxel_size(tif.imagej_metadata, tif.pages[0])
+    except Exception:  # metadata is a bonus: never fail a read because of it
+        return None
+    return None
+
+
+def _imagej_voxel_size(meta: dict[str, Any], page: Any) -> tuple[float, float, float] | None:
+    factor = _unit_factor(meta.get("unit"))
+    if factor is None:
+        return None
+    sizes = []
+    for tag in ("YResolution", "XResolution"):
+        value = page.tags.get(tag)
+        if value is None:
+            return None
+        num, den = value.value
+        if not num or not den:
+            return None
+        sizes.append(den / num * factor)
+    z = float(meta.get("spacing", 1.0)) * factor  # ImageJ omits spacing when it is 1 unit
+    return _check_voxel_size((z, sizes[0], sizes[1]))
+
+
+def _ome_voxel_size(xml: str) -> tuple[float, float, float] | None:
+    root = ET.fromstring(xml)
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    sizes = []
+    for ax in "ZYX":
+        value = pixels.get(f"PhysicalSize{ax}")
+        factor = _unit_factor(pixels.get(f"PhysicalSize{ax}Unit", "µm"))
+        if value is None or factor is None:
+            return None
+        sizes.append(float(value) * factor)
+    return _check_voxel_size(sizes)
+
+
+def check_finite(array: np.ndarray, path: object | None = None, max_elems: int = 1 << 24) -> None:
+    """Raise InputError if ``array`` holds NaN or Inf; reads at most ``max_elems`` voxels at a time."""
+    if array.dtype.kind not in "fc":
+        return
+    count = 0
+    first: tuple[int, ...] | None = None
+    for origin, block in _blocks(array, max_elems, ()):
+        bad = ~np.isfinite(block)
+        n = int(np.count_nonzero(bad))
+        if n and first is None:
+            local = np.unravel_index(int(np.flatnonzero(bad)[0]), block.shape)
+            first = tuple(int(o + i) for o, i in zip(origin, local))
+        count += n
+    if count:
+        labels = "tzyx" if array.ndim == 4 else "zyx" if array.ndim == 3 else ""
+        at = f" ({', '.join(labels)})" if labels else ""
+        raise InputError(where(path, f"{count} non-finite voxel(s) (NaN or Inf), first at index {first}{at}; "
+                                     "replace them (e.g. with the background value) before detection"))
+
+
+def _blocks(a: np.ndarray, max_elems: int, origin: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Yield ``(origin, block)`` covering ``a`` in raster order; blocks keep ``a``'s dimensions."""
+    full = origin + (0,) * a.ndim
+    if a.ndim == 0 or a.size <= max_elems:
+        yield full, np.asarray(a)
+        return
+    row = a.size // a.shape[0]
+    if row <= max_elems or a.ndim == 1:
+        step = max(1, max_elems // max(row, 1))
+        for i in range(0, a.shape[0], step):
+            yield origin + (i,) + (0,) * (a.ndim - 1), np.asarray(a[i:i + step])
+        return
+    for i in range(a.shape[0]):
+        for sub_origin, block in _blocks(a[i], max_elems, origin + (i,)):
+            yield sub_origin, block[np.newaxis]
+
+
+_UMASK: int | None = None
+
+
+def _file_mode() -> int:
+    """Permissions a newly created file would get (mkstemp makes 0600 files)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0o022)
+        os.umask(_UMASK)
+    return 0o666 & ~_UMASK
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = "utf-8",
+                 newline: str | None = None) -> Iterator[IO[Any]]:
+    """Open a temp file next to ``path``; on success fsync and ``os.replace`` it onto ``path``.
+
+    On any failure the temp file is removed and ``path`` is left as it was. ``mode`` is "w" or "wb".
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', not {mode!r}")
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(where(path, f"cannot write: folder {parent} does not exist; create it first"))
+    if path.is_dir():
+        raise InputError(where(path, "cannot write: this is a folder; give a file name"))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise InputError(where(path, f"cannot write: {exc.strerror or exc}")) from None
+    try:
+        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": newline}
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, _file_mode())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise InputError(where(path, f"cannot write: {exc.strerror or exc}")) from None
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable where the OS allows
+        dir_fd = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _csv_formatter(name: str, column: np.ndarray) -> str:
+    if name in _CSV_COORD_COLUMNS:
+        return "{:.4f}"
+    if name == "frame" or column.dtype.kind in "iub":
+        return "{:d}"
+    return "{:.6g}"
+
+
+def write_spots_csv(path: str | os.PathLike[str], columns: dict[str, np.ndarray]) -> None:
+    """Write one row per spot with a header from ``columns``' keys (in order), atomically.
+
+    z/y/x and *_um columns get 4 decimals, ``frame`` and integer columns are integers, others
+    (score, intensity) 6 significant digits.
+    """
+    if not columns:
+        raise ValueError("write_spots_csv needs at least one column")
+    arrays = {}
+    for name, values in columns.items():
+        if not name or any(c in name for c in ',"\n\r'):
+            raise ValueError(f"bad CSV column name {name!r}")
+        col = np.asarray(values)
+        if col.ndim != 1:
+            raise ValueError(f"column {name!r} must be 1D, got shape {col.shape}")
+        if name == "frame" and col.dtype.kind == "f":
+            col = col.astype(np.int64)
+        arrays[name] = col
+    lengths = {len(c) for c in arrays.values()}
+    if len(lengths) != 1:
+        raise ValueError(f"columns have different lengths: { {k: len(v) for k, v in arrays.items()} }")
+    row = ",".join(_csv_formatter(k, v) for k, v in arrays.items()) + "\n"
+    lists = [c.astype(np.int64 if c.dtype.kind in "iub" else np.float64).tolist() for c in arrays.values()]
+    with atomic_write(path, "w", newline="") as handle:
+        handle.write(",".join(arrays) + "\n")
+        rows = zip(*lists)
+        while True:
+            chunk = [row.format(*r) for _, r in zip(range(65536), rows)]
+            if not chunk:
+                break
+            handle.write("".join(chunk))
+
+
+def input_paths(specs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files, globs and folders (their *.tif/*.tiff, sorted) in order, without duplicates."""
+    if not specs:
+        raise InputError("no input files given; pass stack files, folders or glob patterns")
+    found: list[Path] = []
+    for spec in specs:
+        text = os.path.expanduser(os.fspath(spec))
+        path = Path(text)
+        if path.exists():
+            matches = [path]
+        elif glob.has_magic(text):
+            matches = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
+            if not matches:
+                raise InputError(f"{text}: no files match this pattern; check the pattern and quote it")
+        else:
+            raise InputError(where(text, "file not found; check the path"))
+        for match in matches:
+            if match.is_dir():
+                tiffs = sorted(p for p in match.iterdir()
+                               if p.is_file() and p.name.lower().endswith(TIFF_SUFFIXES))
+                if not tiffs:
+                    raise InputError(where(match, "folder has no .tif/.tiff files"))
+                found.extend(tiffs)
+            else:
+                found.append(match)
+    seen: set[str] = set()
+    unique = []
+    for p in found:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
