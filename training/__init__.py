@@ -1,0 +1,1 @@
+"""Training, simulation and evaluation code for dmdet (needs the ``train`` extras; not shipped in the wheel)."""
