@@ -1,9 +1,9 @@
 import json
 
 import pytest
+from onnx_models import default_info
 
 from dmdet_infer.metadata import FORMAT_VERSION, ModelInfo, from_props, to_props
-from onnx_models import default_info
 
 
 def test_round_trip_keeps_every_field():

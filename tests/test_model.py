@@ -1,8 +1,8 @@
 import pytest
+from onnx_models import smoothing_model
 
 from dmdet_infer.errors import InputError
 from dmdet_infer.model import Model, default_model_path, working_providers
-from onnx_models import smoothing_model
 
 
 def test_loads_metadata_and_runs_on_cpu(model_path):

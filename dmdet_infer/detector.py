@@ -1,0 +1,151 @@
+"""``Detector``: read → normalise → infer (tiled) → find peaks → spots, behind one object.
+
+The CLI, the Python API and embedding in acquisition software all go through this class. One ONNX Runtime
+session per Detector, reused for every call; ``detect`` keeps no state between calls, so a Detector can be shared
+by several threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from . import normalise, tiling
+from .errors import InputError, where
+from .io import Stack, check_finite
+from .model import Model
+from .peaks import find_peaks
+from .peaks import warmup as warmup_peaks
+from .spots import Spots
+
+REFINEMENTS = ("gaussian", "lsq", "parabolic", "centroid", "none")
+Triple = tuple[float, float, float]
+
+
+def as_triple(value: float | Iterable[float], name: str) -> Triple:
+    """A scalar or three values (z, y, x) as a tuple of three floats."""
+    values = [float(value)] * 3 if np.isscalar(value) else [float(v) for v in value]  # type: ignore[union-attr]
+    if len(values) != 3 or not all(np.isfinite(values)) or min(values) < 0:
+        raise InputError(f"{name} needs one value or three (z,y,x), all finite and >= 0; got {value!r}")
+    return values[0], values[1], values[2]
+
+
+def check_volume(volume: np.ndarray, path: object | None = None) -> None:
+    """Refuse what the detector cannot use: wrong rank, empty, non-numeric, NaN/Inf."""
+    if volume.ndim != 3:
+        if volume.ndim == 2:
+            raise InputError(where(path, f"2D image (shape {volume.shape}); dmdet is a 3D detector and needs a "
+                                   "ZYX stack"))
+        raise InputError(where(path, f"expected a 3D ZYX volume, got {volume.ndim} dimensions {volume.shape}"))
+    if volume.size == 0:
+        raise InputError(where(path, f"empty image (shape {volume.shape})"))
+    if volume.dtype.kind not in "uif":
+        raise InputError(where(path, f"unsupported data type {volume.dtype}; use integer or float images"))
+    if volume.dtype.kind == "f":
+        check_finite(volume, path)
+
+
+class Detector:
+    """Find particles in 3D volumes with a dmdet ONNX model.
+
+    model: path to an exported model, a loaded :class:`Model`, or None for the model shipped in the package.
+    device: "auto" (CUDA when it really works, else CPU), "cpu" or "cuda".
+    threshold / min_distance: override the model's tuned defaults (density units; voxels, z,y,x).
+    refine: sub-voxel refinement, "gaussian" (default, per-axis log-Gaussian), "parabolic", "centroid" or "none".
+    tile: largest core (z,y,x) sent to the network at once; None chooses from the volume size.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Model | None = None,
+        *,
+        device: str = "auto",
+        threshold: float | None = None,
+        min_distance: float | Iterable[float] | None = None,
+        refine: str = "gaussian",
+        tile: Iterable[int] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.model = model if isinstance(model, Model) else Model(model, device=device, threads=threads)
+        info = self.model.info
+        self.threshold = float(info.threshold if threshold is None else threshold)
+        if not 0.0 <= self.threshold < 1.0:
+            raise InputError(f"--threshold must be in [0, 1) (the density map is a sigmoid output), got {threshold}")
+        self.min_distance = as_triple(info.min_distance_zyx if min_distance is None else min_distance,
+                                      "--min-distance")
+        if refine not in REFINEMENTS:
+            raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got {refine!r}")
+        self.refine = refine
+        self.tile = None if tile is None else tuple(int(t) for t in tile)
+        if self.tile is not None and (len(self.tile) != 3 or min(self.tile) < 1):
+            raise InputError(f"--tile needs three positive sizes Z,Y,X, got {tile!r}")
+
+    @property
+    def info(self):
+        """The model's metadata (:class:`dmdet_infer.metadata.ModelInfo`)."""
+        return self.model.info
+
+    def warmup(self) -> None:
+        """Compile the peak finder and run the network once, so that the first real call is fast."""
+        stride = self.info.stride_zyx
+        block = np.zeros(tuple(max(s, 1) * k for s, k in zip(stride, (4, 16, 16))), np.float32)
+        self.model.run(block)
+        warmup_peaks()
+
+    def density(self, volume: np.ndarray, path: object | None = None) -> np.ndarray:
+        """The network's density map (same shape as ``volume``); zeros for a constant volume."""
+        check_volume(volume, path)
+        offset, scale = normalise.normalisation_stats(volume, self.info.normalisation)
+        if scale == 0.0:
+            return np.zeros(volume.shape, np.float32)
+        stride, halo = self.info.stride_zyx, self.info.halo_zyx
+        tile = self.tile or tiling.auto_tile(volume.shape, halo, stride)
+        return tiling.predict(volume, self.model.run, lambda b: normalise.apply(b, offset, scale), tile, halo,
+                              stride)
+
+    def detect(
+        self,
+        volume: np.ndarray,
+        voxel_size_um: Iterable[float] | None = None,
+        *,
+        path: object | None = None,
+    ) -> Spots:
+        """Spots of one ZYX volume (numpy array, memmap or anything ``np.asarray`` accepts)."""
+        volume = np.asarray(volume)
+        size = None if voxel_size_um is None else as_triple(voxel_size_um, "voxel size")
+        density = self.density(volume, path)
+        peaks = find_peaks(density, self.threshold, self.min_distance, self.refine)
+        v = peaks.voxels
+        intensity = np.asarray(volume[v[:, 0], v[:, 1], v[:, 2]], dtype=np.float32)
+        c = peaks.coords
+        return Spots(c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy(), peaks.scores, intensity, None, size)
+
+    def detect_frames(
+        self, frames: Iterable[np.ndarray], voxel_size_um: Iterable[float] | None = None
+    ) -> Iterator[Spots]:
+        """Spots of each ZYX frame as it arrives (e.g. from a camera), tagged with its frame index."""
+        for index, frame in enumerate(frames):
+            yield self.detect(frame, voxel_size_um).with_frame(index)
+
+    def detect_stack(self, stack: Stack, progress=None) -> Spots:
+        """Spots of a :class:`Stack` read from a file; frames stream one at a time (``progress`` is advanced
+        by one per frame when given)."""
+        size = stack.voxel_size_um
+        parts = []
+        for index in range(stack.data.shape[0]):
+            spots = self.detect(stack.data[index], size, path=_frame_name(stack, index))
+            parts.append(spots.with_frame(index) if stack.has_time else spots)
+            if progress is not None:
+                progress.update(1)
+        if not parts:
+            raise InputError(where(stack.path, "no frames in the file"))
+        return Spots.concat(parts) if len(parts) > 1 else parts[0]
+
+
+def _frame_name(stack: Stack, index: int) -> str | Path | None:
+    if stack.has_time and stack.data.shape[0] > 1:
+        return f"{stack.path} (frame {index})"
+    return stack.path

@@ -1,0 +1,171 @@
+"""The command line end to end, including every bad input of the issue: exit code, one-line message, no output."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+from click.testing import CliRunner
+from onnx_models import render_spots
+
+from dmdet_infer.cli import main
+
+TRUTH = np.array([[3.0, 10.2, 12.7], [5.4, 30.0, 40.3], [2.0, 45.6, 20.1]])
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture()
+def stack(tmp_path):
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, render_spots((8, 56, 56), TRUTH).astype(np.uint16), imagej=True,
+                     resolution=(10.0, 10.0), metadata={"spacing": 0.3, "unit": "um", "axes": "ZYX"})
+    return path
+
+
+def read_csv(path):
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]]).reshape(-1, len(header))
+    return header, rows
+
+
+def test_one_stack_to_csv(stack, tmp_path, pooled_model_path):
+    out = tmp_path / "spots.csv"
+    result = run(stack, "-o", out, "--model", pooled_model_path)
+    assert result.exit_code == 0, result.output
+    assert f"3 spots -> {out}" in result.stdout
+    header, rows = read_csv(out)
+    assert header == ["z", "y", "x", "score", "intensity", "z_um", "y_um", "x_um"]
+    assert rows.shape == (3, 8)
+    np.testing.assert_allclose(rows[:, 5:], rows[:, :3] * [0.3, 0.1, 0.1], atol=1e-3)
+
+
+def test_options_reach_the_detector(stack, tmp_path, pooled_model_path):
+    out = tmp_path / "s.csv"
+    result = run(stack, "-o", out, "--model", pooled_model_path, "--threshold", "0.999999", "-q",
+                 "--voxel-size", "1,2,2", "--tile", "4,16,16", "--min-distance", "1,3,3", "--refine", "none")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    header, rows = read_csv(out)
+    assert rows.shape[0] == 0 and header[-1] == "x_um"
+
+
+def test_folder_of_stacks_keeps_going_past_a_bad_file(stack, tmp_path, pooled_model_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.tif").write_bytes(stack.read_bytes())
+    (folder / "b.tif").write_bytes(b"garbage" * 100)
+    (folder / "c.ome.tif").write_bytes(stack.read_bytes())
+    out = tmp_path / "out"
+    result = run(folder, "-o", out, "--model", pooled_model_path)
+    assert result.exit_code == 2
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "c.csv"]
+    assert "b.tif" in result.stderr and "Traceback" not in result.output
+
+
+def test_timelapse_gets_a_frame_column(tmp_path, pooled_model_path):
+    movie = np.stack([render_spots((8, 56, 56), TRUTH, seed=s) for s in range(3)]).astype(np.uint16)
+    path = tmp_path / "movie.tif"
+    tifffile.imwrite(path, movie, imagej=True, metadata={"axes": "TZYX"})
+    out = tmp_path / "movie.csv"
+    result = run(path, "-o", out, "--model", pooled_model_path, "-q")
+    assert result.exit_code == 0, result.output
+    header, rows = read_csv(out)
+    assert header[0] == "frame"
+    assert sorted(set(rows[:, 0].astype(int))) == [0, 1, 2]
+
+
+def _bad_inputs(tmp_path):
+    cases = {}
+    cases["missing"] = (tmp_path / "missing.tif", "not found|does not exist|no such")
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + b"\xff" * 64)
+    cases["corrupt"] = (corrupt, "TIFF")
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, np.ones((32, 32), np.uint16))
+    cases["2d"] = (flat, "2D")
+    five = tmp_path / "five.tif"
+    tifffile.imwrite(five, np.ones((2, 2, 2, 8, 8), np.uint16))
+    cases["5d"] = (five, "axes")
+    nan = tmp_path / "nan.tif"
+    data = np.ones((4, 8, 8), np.float32)
+    data[1, 2, 3] = np.nan
+    tifffile.imwrite(nan, data, photometric="minisblack")
+    cases["nan"] = (nan, "NaN|non-finite")
+    inf = tmp_path / "inf.tif"
+    data[1, 2, 3] = np.inf
+    tifffile.imwrite(inf, data, photometric="minisblack")
+    cases["inf"] = (inf, "Inf|non-finite")
+    return cases
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "2d", "5d", "nan", "inf"])
+def test_bad_input_one_line_exit_2_no_output(tmp_path, pooled_model_path, case):
+    path, words = _bad_inputs(tmp_path)[case]
+    out = tmp_path / "out.csv"
+    result = run(path, "-o", out, "--model", pooled_model_path)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert path.name in lines[0]
+    import re
+
+    assert re.search(words, lines[0], re.IGNORECASE), lines[0]
+    assert "Traceback" not in result.output
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))]
+
+
+def test_empty_array_is_refused(tmp_path, pooled_model_path):
+    from dmdet_infer import Detector
+    from dmdet_infer.errors import InputError
+
+    with pytest.raises(InputError, match="empty"):
+        Detector(pooled_model_path).detect(np.zeros((3, 0, 8), np.uint16))
+
+
+@pytest.mark.parametrize("content", [b"not onnx" * 50, b""])
+def test_corrupt_model_exit_2(stack, tmp_path, content):
+    model = tmp_path / "broken.onnx"
+    model.write_bytes(content)
+    out = tmp_path / "out.csv"
+    result = run(stack, "-o", out, "--model", model)
+    assert result.exit_code == 2
+    assert "broken.onnx" in result.stderr and "ONNX" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_constant_image_zero_spots_exit_0(tmp_path, pooled_model_path):
+    path = tmp_path / "const.tif"
+    tifffile.imwrite(path, np.full((4, 16, 16), 7, np.uint16), photometric="minisblack")
+    out = tmp_path / "c.csv"
+    result = run(path, "-o", out, "--model", pooled_model_path)
+    assert result.exit_code == 0, result.output
+    assert out.read_text().splitlines() == ["z,y,x,score,intensity"]
+
+
+def test_bad_option_values(stack, tmp_path, pooled_model_path):
+    for args in (["--tile", "4,16"], ["--voxel-size", "a,b,c"], ["--threshold", "2"], ["--device", "tpu"]):
+        result = run(stack, "-o", tmp_path / "x.csv", "--model", pooled_model_path, *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_help_documents_every_option_with_examples():
+    result = run("--help")
+    assert result.exit_code == 0
+    for option in ("--output", "--model", "--device", "--threshold", "--min-distance", "--voxel-size",
+                   "--channel", "--axes", "--tile", "--quiet", "--version", "dmdet-infer stack.tif -o spots.csv"):
+        assert option in result.output
+
+
+def test_version_and_entry_point_in_a_subprocess(model_path):
+    proc = subprocess.run([sys.executable, "-m", "dmdet_infer.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "onnxruntime" in proc.stdout and "numba" in proc.stdout and "CPUExecutionProvider" in proc.stdout

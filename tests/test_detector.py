@@ -1,0 +1,114 @@
+import threading
+
+import numpy as np
+import pytest
+from onnx_models import render_spots
+
+from dmdet_infer import Detector, Spots
+from dmdet_infer.errors import InputError
+
+TRUTH = np.array([[3.0, 10.2, 12.7], [5.4, 30.0, 40.3], [2.0, 45.6, 20.1], [6.7, 20.0, 50.5]])
+
+
+@pytest.fixture(scope="module")
+def detector(pooled_model_path):
+    return Detector(pooled_model_path, device="cpu")
+
+
+def _nearest(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    return np.sqrt(((found[:, None] - truth[None]) ** 2).sum(-1)).min(0)
+
+
+def test_detects_bright_spots_at_their_positions(detector):
+    volume = render_spots((9, 60, 64), TRUTH, seed=1)
+    spots = detector.detect(volume)
+    assert isinstance(spots, Spots)
+    assert len(spots) == len(TRUTH)
+    assert _nearest(spots.zyx, TRUTH).max() < 0.6
+    assert spots.frame is None
+    v = np.rint(spots.zyx).astype(int)
+    np.testing.assert_array_equal(spots.intensity, volume[v[:, 0], v[:, 1], v[:, 2]])
+    assert (spots.score > detector.threshold).all() and (spots.score <= 1).all()
+
+
+def test_sub_voxel_refinement_beats_integer_maxima(pooled_model_path):
+    volume = render_spots((9, 60, 64), TRUTH, noise=False)
+    refined = Detector(pooled_model_path, device="cpu").detect(volume)
+    integer = Detector(pooled_model_path, device="cpu", refine="none").detect(volume)
+    err_refined = _nearest(refined.zyx, TRUTH)
+    err_integer = _nearest(integer.zyx, TRUTH)
+    assert np.sqrt((err_refined**2).mean()) < 0.5 * np.sqrt((err_integer**2).mean())
+
+
+def test_tiled_detection_equals_whole_volume(pooled_model_path):
+    rng = np.random.default_rng(5)
+    truth = np.column_stack([rng.uniform(0, 7, 40), rng.uniform(0, 70, 40), rng.uniform(0, 90, 40)])
+    truth[:4, 1] = [16.0, 16.5, 32.0, 47.5]  # on and next to the tile seams
+    volume = render_spots((8, 71, 93), truth, seed=2)
+    whole = Detector(pooled_model_path, device="cpu").detect(volume)
+    tiled = Detector(pooled_model_path, device="cpu", tile=(3, 16, 16)).detect(volume)
+    assert len(whole) == len(tiled) > 30
+    np.testing.assert_allclose(tiled.zyx, whole.zyx, atol=1e-3)
+
+
+def test_constant_and_uint_volumes(detector):
+    assert len(detector.detect(np.full((4, 16, 16), 100, np.uint16))) == 0
+    volume = render_spots((9, 60, 64), TRUTH, seed=3).astype(np.uint16)
+    assert len(detector.detect(volume)) == len(TRUTH)
+
+
+@pytest.mark.parametrize("volume,message", [
+    (np.zeros((16, 16), np.float32), "2D image"),
+    (np.zeros((0, 16, 16), np.float32), "empty image"),
+    (np.zeros((2, 3, 4, 5, 6), np.float32), "expected a 3D ZYX volume"),
+    (np.zeros((4, 8, 8), bool), "unsupported data type"),
+    (np.full((4, 8, 8), np.nan, np.float32), "non-finite|NaN"),
+])
+def test_bad_volumes_are_refused(detector, volume, message):
+    with pytest.raises(InputError, match=message):
+        detector.detect(volume)
+
+
+def test_bad_options_are_refused(pooled_model_path):
+    with pytest.raises(InputError, match="threshold"):
+        Detector(pooled_model_path, threshold=1.5)
+    with pytest.raises(InputError, match="refinement"):
+        Detector(pooled_model_path, refine="magic")
+    with pytest.raises(InputError, match="tile"):
+        Detector(pooled_model_path, tile=(0, 8, 8))
+
+
+def test_one_detector_shared_by_threads(detector):
+    volumes = [render_spots((9, 60, 64), TRUTH, seed=s) for s in range(4)]
+    expected = [detector.detect(v).zyx for v in volumes]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i):
+        results[i] = detector.detect(volumes[i % 4]).zyx
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(8):
+        np.testing.assert_array_equal(results[i], expected[i % 4])
+
+
+def test_frames_stream_with_frame_index_and_units(detector, tmp_path):
+    frames = (render_spots((9, 60, 64), TRUTH, seed=s) for s in range(3))
+    parts = list(detector.detect_frames(frames, voxel_size_um=(0.3, 0.1, 0.1)))
+    assert [int(p.frame[0]) for p in parts] == [0, 1, 2]
+    table = Spots.concat(parts)
+    assert len(table) == 3 * len(TRUTH)
+    cols = table.columns()
+    assert list(cols) == ["frame", "z", "y", "x", "score", "intensity", "z_um", "y_um", "x_um"]
+    np.testing.assert_allclose(cols["y_um"], table.y * 0.1)
+    table.to_csv(tmp_path / "t.csv")
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines[0] == "frame,z,y,x,score,intensity,z_um,y_um,x_um"
+    assert len(lines) == 1 + len(table)
+
+
+def test_warmup_runs(detector):
+    detector.warmup()
