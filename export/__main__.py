@@ -1,0 +1,28 @@
+"""``python -m export CHECKPOINT -o model.onnx [--opset 18] [--name NAME]``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write")
+@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--name", default=None, help="model name stored in the metadata (default: the config's name)")
+@click.option("--threshold", type=float, default=None, help="override the tuned threshold")
+@click.option("--dynamo", is_flag=True, help="use the dynamo exporter instead of the TorchScript one")
+def main(checkpoint: str, output: str, opset: int, name: str | None, threshold: float | None, dynamo: bool) -> None:
+    """Export a training checkpoint to ONNX (with dmdet metadata) and check parity with PyTorch."""
+    from export.onnx_export import export_checkpoint
+
+    report = export_checkpoint(checkpoint, output, opset=opset, name=name, threshold=threshold, dynamo=dynamo)
+    click.echo(json.dumps(report, indent=2, default=float))
+    click.echo(f"parity: max |onnxruntime - torch| = {report['parity_max_abs_diff']:.2e} on {report['parity_shape']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Export a training checkpoint to one self-contained ONNX file with the ``dmdet.*`` metadata.
+
+The network is exported in eval mode with its InstanceNorm layers folded into per-channel scale/shift (running
+statistics), so the ONNX model is a purely local operator: exact tiled inference with ``halo_zyx``. Batch, Z, Y
+and X are dynamic; inputs must be padded to multiples of ``stride_zyx``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dmdet_infer.metadata import ModelInfo, to_props
+from training.config import TrainConfig
+from training.data import NORMALISATION
+from training.network import DetNet3D, fold_norms, receptive_halo, stride
+from training.train import model_from_checkpoint
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "density"
+PARITY_TOLERANCE = 1e-4
+PARITY_SHAPE = (2, 1, 10, 50, 47)  # not a multiple of the stride in y/x: padded before the check
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats by None (strict JSON), recursively."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def model_info(
+    model: DetNet3D, cfg: TrainConfig, ckpt: dict[str, Any], name: str | None = None,
+    threshold: float | None = None,
+) -> ModelInfo:
+    """The metadata of a trained model (threshold: the tuned one unless given; 0.5 if never tuned)."""
+    if threshold is None:
+        threshold = float(ckpt.get("threshold", 0.5))
+    total = ckpt.get("total_steps", ckpt.get("step", 0))
+    description = f"{cfg.data.describe()}; checkpoint of step {ckpt.get('step', 0)} (of {total} trained)"
+    scores = dict(ckpt.get("val_scores", {}))
+    return ModelInfo(
+        kind=cfg.target,
+        normalisation=dict(NORMALISATION),
+        stride_zyx=tuple(int(v) for v in stride(model)),
+        halo_zyx=tuple(int(v) for v in receptive_halo(model)),
+        threshold=float(threshold),
+        sigma_zyx=tuple(float(s) for s in cfg.sigma_zyx) if cfg.target == "density" else None,
+        min_distance_zyx=tuple(float(v) for v in cfg.min_distance_zyx),
+        training_data=description,
+        validation_scores=_json_safe(scores),
+        config=_json_safe(cfg.to_dict()),
+        name=name or cfg.name,
+    )
+
+
+def _export_graph(model: torch.nn.Module, path: Path, opset: int, dynamo: bool, example: torch.Tensor) -> None:
+    axes = {0: "batch", 2: "z", 3: "y", 4: "x"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            dim = torch.export.Dim.AUTO
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_shapes=({0: dim, 2: dim, 3: dim, 4: dim},),
+                external_data=False,
+            )
+            program.save(str(path), external_data=False)
+        else:
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                do_constant_folding=True,
+            )
+
+
+def parity(onnx_path: str | Path, model: DetNet3D, shape: tuple[int, ...] = PARITY_SHAPE, seed: int = 0) -> float:
+    """Max |onnxruntime CPU - torch eval| on a random normal input of ``shape`` (N,1,Z,Y,X) padded to the stride."""
+    import onnxruntime as ort
+
+    s = stride(model)
+    padded = list(shape[:2]) + [-(-d // k) * k for d, k in zip(shape[2:], s)]
+    x = np.zeros(padded, np.float32)
+    x[:, :, : shape[2], : shape[3], : shape[4]] = np.random.default_rng(seed).standard_normal(shape)
+    model = model.eval()
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: x})
+    if out.shape != ref.shape:
+        raise RuntimeError(f"ONNX output shape {out.shape} differs from torch {ref.shape}")
+    return float(np.abs(out - ref).max())
+
+
+def export_checkpoint(
+    checkpoint: str | Path, output: str | Path, opset: int = 18, name: str | None = None,
+    threshold: float | None = None, dynamo: bool = False, tolerance: float = PARITY_TOLERANCE,
+) -> dict[str, Any]:
+    """Write ``output`` (atomically) and return a report: size, metadata, parity with PyTorch.
+
+    Raises RuntimeError when the ONNX model disagrees with PyTorch by more than ``tolerance``.
+    """
+    import onnx
+
+    model, cfg, ckpt = model_from_checkpoint(checkpoint)
+    info = model_info(model, cfg, ckpt, name, threshold)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros((1, 1, *[4 * k for k in stride(model)]))
+    with tempfile.TemporaryDirectory(dir=output.parent) as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        _export_graph(fold_norms(model), raw, opset, dynamo, example)
+        proto = onnx.load(str(raw))
+        del proto.metadata_props[:]
+        for key, value in to_props(info).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.producer_name = "dmdet.export"
+        onnx.checker.check_model(proto, full_check=True)
+        final = Path(tmp) / "model.onnx"
+        onnx.save_model(proto, str(final), save_as_external_data=False)
+        if any(p not in (raw, final) for p in Path(tmp).iterdir()):
+            raise RuntimeError("the exporter wrote external data files; the model must be self-contained")
+        max_diff = parity(final, model)
+        if not max_diff <= tolerance:
+            raise RuntimeError(f"ONNX/PyTorch parity failed: max |diff| {max_diff:.3g} > {tolerance:g}")
+        os.replace(final, output)
+    size = output.stat().st_size
+    ops = sorted({n.op_type for n in onnx.load(str(output)).graph.node})
+    return {
+        "output": str(output), "size_bytes": size, "opset": opset, "exporter": "dynamo" if dynamo else "torchscript",
+        "ops": ops, "parity_max_abs_diff": max_diff, "parity_shape": list(PARITY_SHAPE),
+        "threshold": info.threshold, "threshold_tuned": "threshold" in ckpt and threshold is None,
+        "stride_zyx": list(info.stride_zyx), "halo_zyx": list(info.halo_zyx), "kind": info.kind,
+        "name": info.name,
+    }

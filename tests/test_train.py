@@ -1,0 +1,131 @@
+"""Config round trip, data (normalisation, splits, crops), a tiny training run that learns, resumes and tunes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.config import DataSpec, TrainConfig  # noqa: E402
+from training.data import (  # noqa: E402
+    CropSampler,
+    Item,
+    load_split,
+    normalise,
+    normalise_median_mad,
+    split_indices,
+)
+from training.train import load_checkpoint, train  # noqa: E402
+
+
+def tiny_config(**changes) -> TrainConfig:
+    values = dict(
+        name="tiny", width=4, crop=(8, 32, 32), batch=2, max_steps=20, val_every=10, patience=50, threads=1,
+        data=DataSpec(n_stacks=8, shape=(10, 64, 64), snr=7.0, density="high"),
+    )
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_config_json_round_trip(tmp_path):
+    cfg = tiny_config(loss="mse", sigma_zyx=(1.0, 2.0, 2.0))
+    cfg.save(tmp_path / "c.json")
+    back = TrainConfig.load(tmp_path / "c.json")
+    assert back == cfg and isinstance(back.data, DataSpec) and back.crop == (8, 32, 32)
+    with pytest.raises(ValueError, match="data.n_stackz"):
+        TrainConfig.from_dict({"data": {"n_stackz": 3}})
+    with pytest.raises(ValueError, match="binary"):
+        TrainConfig(loss="binary")  # binary loss needs binary targets
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).parents[1] / "training" / "configs").glob("*.json")):
+        TrainConfig.load(path)
+
+
+def test_normalisation_matches_inference():
+    rng = np.random.default_rng(0)
+    vol = rng.poisson(10.0, size=(4, 32, 32)).astype(np.float32) * 3 + 100
+    mine = normalise_median_mad(vol)
+    med = np.median(vol)
+    assert np.allclose(mine, (vol - med) / (1.4826 * np.median(np.abs(vol - med))), atol=1e-5)
+    assert np.allclose(normalise(vol), mine, atol=1e-5)  # dmdet_infer's copy agrees
+    assert not normalise_median_mad(np.ones((2, 3, 3))).any()
+
+
+def test_split_indices_and_reproducible_items():
+    s = split_indices(8)
+    assert (list(s["train"]), list(s["val"]), list(s["test"])) == ([0, 1, 2, 3], [4, 5], [6, 7])
+    spec = DataSpec(n_stacks=4, shape=(4, 32, 32))
+    a = load_split(spec, "val", "density")
+    b = load_split(spec, "val", "density")
+    assert len(a) == 1 and np.array_equal(a[0].volume, b[0].volume)
+    assert a[0].target.max() <= 1.0 and a[0].meta["index"] == 2
+    assert abs(float(np.median(a[0].volume))) < 1e-6
+
+
+def test_cache_gives_same_items(tmp_path):
+    spec = DataSpec(n_stacks=4, shape=(4, 32, 32), cache_dir=str(tmp_path))
+    first = load_split(spec, "train", "binary")
+    again = load_split(spec, "train", "binary")  # read back from the cache
+    assert len(list(tmp_path.rglob("*.npz"))) == 2
+    assert all(np.array_equal(x.volume, y.volume) and np.array_equal(x.positions, y.positions)
+               for x, y in zip(first, again))
+
+
+def test_crop_sampler_keeps_input_and_target_aligned():
+    vol = np.arange(6 * 16 * 16, dtype=np.float32).reshape(6, 16, 16)
+    item = Item(vol, vol * 2, np.zeros((0, 3)), {})
+    sampler = CropSampler([item], (4, 8, 8), 16, np.random.default_rng(0))
+    x, y = sampler.sample()
+    assert x.shape == (16, 1, 4, 8, 8) and torch.equal(y, 2 * x)
+    # flips/transposes happen: some crops are not increasing along x
+    assert (x[:, 0, 0, 0, 1] < x[:, 0, 0, 0, 0]).any()
+    with pytest.raises(ValueError, match="larger"):
+        CropSampler([item], (8, 8, 8), 1, np.random.default_rng(0))
+
+
+def test_training_smoke_learns_resumes_and_tunes(tmp_path):
+    cfg = tiny_config()
+    out = tmp_path / "run"
+    summary = train(cfg, out, progress=False)
+    log = json.loads((out / "log.json").read_text())
+    hist = log["history"]
+    assert [h["step"] for h in hist] == [10, 20]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]  # the loss decreases
+    for name in ("best.pt", "last.pt", "loss_curve.png", "config.json"):
+        assert (out / name).exists()
+    best = load_checkpoint(out / "best.pt")
+    assert 0.0 < best["threshold"] < 1.0 and best["threshold"] == summary["threshold"]
+    assert best["val_scores"]["n"] == 2 and "f1_mean" in best["val_scores"]
+    assert best["halo"] == [15, 36, 36] and best["stride"] == [1, 4, 4]
+
+    # resume: continues from step 20 with the saved optimiser and rng state
+    last = load_checkpoint(out / "last.pt")
+    assert last["step"] == 20
+    cfg.max_steps = 30
+    train(cfg, out, progress=False)
+    hist2 = json.loads((out / "log.json").read_text())["history"]
+    assert [h["step"] for h in hist2] == [10, 20, 30]
+    assert load_checkpoint(out / "last.pt")["step"] == 30
+
+    # a changed config is refused, --restart starts over
+    with pytest.raises(ValueError, match="different config"):
+        train(tiny_config(width=8, max_steps=30), out, progress=False)
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+    straight = tiny_config(max_steps=6, val_every=3, data=DataSpec(n_stacks=4, shape=(10, 32, 32)))
+    train(straight, tmp_path / "a", progress=False)
+    first = tiny_config(max_steps=3, val_every=3, data=DataSpec(n_stacks=4, shape=(10, 32, 32)))
+    train(first, tmp_path / "b", progress=False)
+    first.max_steps = 6
+    train(first, tmp_path / "b", progress=False)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-5), key

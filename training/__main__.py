@@ -1,0 +1,69 @@
+"""``python -m training train --config CONFIG --out RUN_DIR`` and ``python -m training evaluate CHECKPOINT``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def main() -> None:
+    """dmdet training tools."""
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="run directory (resumed if it exists)")
+@click.option("--restart", is_flag=True, help="ignore out/last.pt and start from scratch")
+@click.option("--max-steps", type=int, default=None, help="override the config's max_steps")
+@click.option("--max-minutes", type=float, default=None, help="override the config's max_minutes")
+@click.option("--threads", type=int, default=None, help="torch threads (default: all cores)")
+def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_minutes: float | None,
+          threads: int | None) -> None:
+    """Train a network from a JSON config; resumes from OUT/last.pt when it exists."""
+    from training.config import TrainConfig
+    from training.train import train as run
+
+    cfg = TrainConfig.load(config_path)
+    if max_steps is not None:
+        cfg.max_steps = max_steps
+    if max_minutes is not None:
+        cfg.max_minutes = max_minutes
+    if threads is not None:
+        cfg.threads = threads
+    run(cfg, Path(out), restart=restart)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test")
+@click.option("--norm", type=click.Choice(["running", "instance"]), default="running",
+              help="normalisation statistics in eval mode (running = what the exported model does)")
+@click.option("--threshold", type=float, default=None, help="default: the tuned threshold in the checkpoint")
+@click.option("--n-stacks", type=int, default=None, help="override data.n_stacks")
+@click.option("--shape", default=None, help="override data.shape, e.g. 10,512,512")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write the scores as JSON")
+def evaluate(checkpoint: str, split: str, norm: str, threshold: float | None, n_stacks: int | None,
+             shape: str | None, output: str | None) -> None:
+    """Score a checkpoint on a split of its data spec (overall and per SNR level)."""
+    from training.train import evaluate as run
+
+    overrides: dict = {}
+    if n_stacks is not None:
+        overrides["n_stacks"] = n_stacks
+    if shape is not None:
+        overrides["shape"] = tuple(int(v) for v in shape.split(","))
+    from export.onnx_export import _json_safe
+
+    result = _json_safe(run(checkpoint, split, norm, threshold, overrides))
+    text = json.dumps(result, indent=2)
+    if output:
+        Path(output).write_text(text + "\n")
+    click.echo(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Training configuration: dataclasses that round-trip through JSON (``training/configs/*.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOSSES = ("awing", "awing_noweight", "mse", "mse_noweight", "binary")
+TARGETS = ("density", "binary")
+SOURCES = ("simulated", "annotations")
+
+
+@dataclass
+class DataSpec:
+    """Where the training stacks come from.
+
+    ``simulated``: ``n_stacks`` volumes of ``shape`` from :func:`training.simulate.sample_params` (particle counts
+    scale with the volume, so the density per voxel is the PTC one), item ``i`` simulated with
+    ``default_rng(SeedSequence([seed, i]))``; ``snr``/``density``/``nuisance`` are passed to ``sample_params``
+    (None = randomised). ``annotations``: every stack + CSV pair in ``folder`` (training.annotations).
+    Items are split by index: the first ``split[0]`` fraction trains, the next ``split[1]`` validates, the rest
+    is the test split. ``cache_dir``: keep simulated items as .npz there (keyed by the spec) to skip re-simulating.
+    """
+
+    source: str = "simulated"
+    n_stacks: int = 200
+    shape: tuple[int, int, int] = (10, 128, 128)
+    snr: float | None = None
+    density: str | float | None = None
+    nuisance: bool = False
+    seed: int = 0
+    split: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    folder: str | None = None
+    cache_dir: str | None = None
+
+    def describe(self) -> str:
+        if self.source == "annotations":
+            return f"annotated stacks from {self.folder} (split {self.split})"
+        snr = "random SNR (sample_params)" if self.snr is None else f"SNR {self.snr}"
+        density = "random density" if self.density is None else f"density {self.density}"
+        return (
+            f"{self.n_stacks} simulated PTC-virus-like stacks {tuple(self.shape)} (training.simulate, seed "
+            f"{self.seed}, {snr}, {density}{', nuisances' if self.nuisance else ''}); split {tuple(self.split)}"
+        )
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (see training/configs/default.json)."""
+
+    name: str = "dmdet"
+    # network
+    width: int = 16
+    levels: int = 3
+    z_pool: bool = False
+    # targets and loss
+    target: str = "density"
+    sigma_zyx: tuple[float, float, float] = (1.0, 1.5, 1.5)
+    loss: str = "awing"
+    T: float = 0.2
+    lam: float = 10.0
+    binary_mode: str = "dice"
+    # optimisation
+    crop: tuple[int, int, int] = (10, 64, 64)
+    batch: int = 4
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    max_steps: int = 20000
+    max_minutes: float | None = None
+    val_every: int = 250
+    patience: int = 12
+    monitor: str = "f1"
+    seed: int = 0
+    threads: int | None = None
+    flips: bool = True
+    transpose: bool = True
+    init_from: str | None = None
+    # detection / evaluation
+    min_distance_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    refine: str = "gaussian"
+    gate: float = 5.0
+    thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(2, 19))
+    data: DataSpec = field(default_factory=DataSpec)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, dict):
+            self.data = _from_dict(DataSpec, self.data, "data.")
+        if self.loss not in LOSSES:
+            raise ValueError(f"config loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.target not in TARGETS:
+            raise ValueError(f"config target must be one of {TARGETS}, got {self.target!r}")
+        if (self.loss == "binary") != (self.target == "binary"):
+            raise ValueError("config: loss 'binary' goes with target 'binary' (and only with it)")
+        if self.monitor not in ("f1", "loss"):
+            raise ValueError(f"config monitor must be 'f1' or 'loss', got {self.monitor!r}")
+        if self.data.source not in SOURCES:
+            raise ValueError(f"config data.source must be one of {SOURCES}, got {self.data.source!r}")
+        if self.data.source == "annotations" and not self.data.folder:
+            raise ValueError("config data.folder is required with data.source 'annotations'")
+        if len(self.crop) != 3 or any(int(c) < 1 for c in self.crop):
+            raise ValueError(f"config crop must be 3 positive sizes (z, y, x), got {self.crop!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, values, "")
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _from_dict(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Build dataclass ``cls`` from JSON values: unknown keys are errors, lists become tuples."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    kwargs = {}
+    for key, value in values.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)

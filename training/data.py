@@ -1,0 +1,191 @@
+"""Training data: reproducible simulated (or annotated) stacks, normalisation, targets, random crops.
+
+Inputs are normalised exactly as at inference: :data:`NORMALISATION` (median/MAD of the whole stack) through
+``dmdet_infer.normalise.normalise`` when it is importable; :func:`normalise_median_mad` is this module's own copy
+(same formula, used as a fallback and checked against dmdet_infer's in tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.config import DataSpec
+
+NORMALISATION: dict[str, Any] = {"method": "median_mad"}
+MAD_TO_SD = 1.4826
+SPLITS = ("train", "val", "test")
+
+
+def normalise_median_mad(volume: np.ndarray) -> np.ndarray:
+    """(x - median) / (1.4826 * MAD) over the whole volume, float32 (std if MAD is 0, zeros if constant)."""
+    v = np.asarray(volume, dtype=np.float64)
+    med = float(np.median(v))
+    scale = MAD_TO_SD * float(np.median(np.abs(v - med)))
+    if scale == 0.0:
+        scale = float(v.std())
+    if scale == 0.0:
+        return np.zeros(v.shape, np.float32)
+    return ((v - med) / scale).astype(np.float32)
+
+
+def normalise(volume: np.ndarray, spec: dict[str, Any] | None = None) -> np.ndarray:
+    """Normalise like inference does (dmdet_infer.normalise if available, else the local median/MAD copy)."""
+    spec = NORMALISATION if spec is None else spec
+    try:
+        from dmdet_infer.normalise import normalise as infer_normalise
+    except ImportError:  # pragma: no cover - dmdet_infer is part of this repository
+        if spec.get("method") != "median_mad":
+            raise
+        return normalise_median_mad(volume)
+    return infer_normalise(volume, spec)
+
+
+@dataclass
+class Item:
+    """One stack: normalised input, target, true positions (N, 3) zyx, and what made it."""
+
+    volume: np.ndarray
+    target: np.ndarray
+    positions: np.ndarray
+    meta: dict[str, Any]
+
+
+def split_indices(n: int, split: tuple[float, float, float] = (0.5, 0.25, 0.25)) -> dict[str, range]:
+    """Item indices of each split, by index order: first ``split[0] * n`` train, next ``split[1] * n`` val."""
+    if len(split) != 3 or min(split) < 0 or sum(split) <= 0:
+        raise ValueError(f"split must be three non-negative fractions, got {split!r}")
+    total = float(sum(split))
+    a = int(round(n * split[0] / total))
+    b = a + int(round(n * split[1] / total))
+    return {"train": range(0, a), "val": range(a, min(b, n)), "test": range(min(b, n), n)}
+
+
+def make_target(kind: str, shape: tuple[int, int, int], positions: np.ndarray, sigma_zyx: tuple) -> np.ndarray:
+    """Density (Gaussians, max-combined, peak 1) or binary target for ``positions``."""
+    from training.targets import binary_target, density_target
+
+    if kind == "density":
+        return density_target(shape, positions, tuple(sigma_zyx))
+    if kind == "binary":
+        return binary_target(shape, positions)
+    raise ValueError(f"target kind must be 'density' or 'binary', got {kind!r}")
+
+
+def simulate_item(spec: DataSpec, index: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Raw simulated volume, positions and metadata of item ``index``; depends only on (spec, index)."""
+    from training.simulate import sample_params, simulate
+
+    cached = _cache_path(spec, index)
+    if cached is not None and cached.exists():
+        with np.load(cached, allow_pickle=False) as f:
+            return f["volume"], f["positions"], json.loads(str(f["meta"]))
+    rng = np.random.default_rng(np.random.SeedSequence([int(spec.seed), int(index)]))
+    params = sample_params(rng, snr=spec.snr, density=spec.density, shape=tuple(spec.shape), nuisance=spec.nuisance)
+    volume, positions = simulate(params, rng)
+    meta = {"index": int(index), "snr": params.snr, "params": dataclasses.asdict(params)}
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(".tmp.npz")
+        np.savez(tmp, volume=volume, positions=positions, meta=json.dumps(meta))
+        tmp.replace(cached)
+    return volume, positions, meta
+
+
+def _cache_path(spec: DataSpec, index: int) -> Path | None:
+    if not spec.cache_dir:
+        return None
+    key = {k: v for k, v in dataclasses.asdict(spec).items() if k in ("shape", "snr", "density", "nuisance", "seed")}
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(spec.cache_dir) / f"sim-{digest}" / f"{index:06d}.npz"
+
+
+def load_split(
+    spec: DataSpec,
+    split: str,
+    target: str = "density",
+    sigma_zyx: tuple[float, float, float] = (1.0, 1.5, 1.5),
+    progress: bool = False,
+) -> list[Item]:
+    """The items of one split (``train``/``val``/``test``), normalised, with targets."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if spec.source == "annotations":
+        from training.annotations import load_annotations
+
+        pairs = load_annotations(spec.folder)  # type: ignore[arg-type]
+        idx = split_indices(len(pairs), spec.split)[split]
+        raw = [(pairs[i][0], pairs[i][1], {"index": i, "source": str(spec.folder)}) for i in idx]
+    else:
+        idx = split_indices(spec.n_stacks, spec.split)[split]
+        it = idx
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(idx, desc=f"simulating {split}", leave=False)
+        raw = [simulate_item(spec, i) for i in it]
+    items = []
+    for volume, positions, meta in raw:
+        positions = np.asarray(positions, np.float64).reshape(-1, 3)
+        vol = normalise(volume)
+        items.append(Item(vol, make_target(target, vol.shape, positions, sigma_zyx), positions, meta))
+    return items
+
+
+class CropSampler:
+    """Random training batches: a uniformly chosen item, a uniform random crop, random x/y flips and y/x swap.
+
+    ``rng`` is a numpy Generator (its state goes into checkpoints, so resumed runs see the same batches).
+    """
+
+    def __init__(
+        self,
+        items: list[Item],
+        crop: tuple[int, int, int],
+        batch: int,
+        rng: np.random.Generator,
+        flips: bool = True,
+        transpose: bool = True,
+    ) -> None:
+        if not items:
+            raise ValueError("no training items")
+        for item in items:
+            if any(c > s for c, s in zip(crop, item.volume.shape)):
+                raise ValueError(f"crop {tuple(crop)} is larger than a training stack {item.volume.shape}")
+        self.items = items
+        self.crop = tuple(int(c) for c in crop)
+        self.batch = int(batch)
+        self.rng = rng
+        self.flips = flips
+        self.transpose = transpose and self.crop[1] == self.crop[2]
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, target) tensors of shape (batch, 1, *crop)."""
+        xs, ys = [], []
+        for _ in range(self.batch):
+            item = self.items[int(self.rng.integers(len(self.items)))]
+            start = [int(self.rng.integers(s - c + 1)) for s, c in zip(item.volume.shape, self.crop)]
+            sl = tuple(slice(a, a + c) for a, c in zip(start, self.crop))
+            x, y = item.volume[sl], item.target[sl]
+            if self.flips:
+                for axis in (1, 2):
+                    if self.rng.integers(2):
+                        x, y = np.flip(x, axis), np.flip(y, axis)
+            if self.transpose and self.rng.integers(2):
+                x, y = x.transpose(0, 2, 1), y.transpose(0, 2, 1)
+            xs.append(np.ascontiguousarray(x))
+            ys.append(np.ascontiguousarray(y))
+        return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None])
+
+
+def pad_to_stride(volume: np.ndarray, stride: tuple[int, int, int]) -> np.ndarray:
+    """Zero-pad a normalised ZYX volume at the far end to multiples of ``stride`` (as dmdet_infer.tiling does)."""
+    pad = [(0, -s % k) for s, k in zip(volume.shape, stride)]
+    return np.pad(volume, pad) if any(p[1] for p in pad) else volume

@@ -1,0 +1,352 @@
+"""Training loop: random crops, AMSGrad, periodic validation (loss and F1), early stopping, resumable checkpoints.
+
+Run directory layout (``--out``): ``config.json``, ``last.pt`` (resume point), ``best.pt`` (best validation
+score; after training it also holds the tuned ``threshold`` and ``val_scores``), ``log.json`` (history and
+summary), ``loss_curve.png``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.config import TrainConfig
+from training.data import CropSampler, Item, load_split, pad_to_stride
+from training.losses import make_loss
+from training.network import DetNet3D, count_params, receptive_halo, set_norm_mode, stride
+
+FINE_THRESHOLDS = tuple(round(0.02 * i, 2) for i in range(1, 50))
+
+
+def build_model(cfg: TrainConfig) -> DetNet3D:
+    """The network a config describes."""
+    return DetNet3D(width=cfg.width, levels=cfg.levels, z_pool=cfg.z_pool)
+
+
+@torch.no_grad()
+def predict(model: DetNet3D, volume: np.ndarray) -> np.ndarray:
+    """Network output (ZYX float32) for one normalised volume, zero-padded to the stride and cropped back.
+
+    Uses the model in its current mode; call ``model.eval()`` first for inference behaviour.
+    """
+    x = pad_to_stride(np.asarray(volume, np.float32), stride(model))
+    out = model(torch.from_numpy(np.ascontiguousarray(x))[None, None])[0, 0].numpy()
+    z, y, xx = volume.shape
+    return np.ascontiguousarray(out[:z, :y, :xx])
+
+
+def detections(density: np.ndarray, cfg: TrainConfig, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(coords (N, 3), scores) of the peaks of ``density`` above ``threshold``."""
+    from dmdet_infer.peaks import find_peaks
+
+    peaks = find_peaks(density, threshold, cfg.min_distance_zyx, cfg.refine)
+    return peaks.coords, peaks.scores
+
+
+def score_thresholds(
+    densities: list[np.ndarray], items: list[Item], cfg: TrainConfig, thresholds: tuple[float, ...]
+) -> dict[float, dict[str, Any]]:
+    """Mean per-stack scores (training.matching.summarise) at each threshold.
+
+    Peaks are found once at the lowest threshold and filtered by score: local maxima and the greedy
+    (score-ordered) suppression do not depend on the threshold, so this equals a run per threshold.
+    """
+    from training.matching import score, summarise
+
+    lowest = min(thresholds)
+    found = [detections(d, cfg, lowest) for d in densities]
+    out = {}
+    for thr in thresholds:
+        scores = [score(c[s > thr], it.positions, cfg.gate) for (c, s), it in zip(found, items)]
+        out[float(thr)] = summarise(scores)
+    return out
+
+
+def best_threshold(table: dict[float, dict[str, Any]]) -> tuple[float, dict[str, Any]]:
+    """Threshold with the best mean F1 (ties: the lower RMSE, then the middle-most threshold)."""
+    def key(t: float) -> tuple:
+        s = table[t]
+        rmse = s["rmse_mean"] if math.isfinite(s["rmse_mean"]) else 1e9
+        return (-round(s["f1_mean"], 6), round(rmse, 6), abs(t - 0.5))
+
+    thr = min(table, key=key)
+    return thr, table[thr]
+
+
+@torch.no_grad()
+def validate(
+    model: DetNet3D, items: list[Item], cfg: TrainConfig, loss_fn: torch.nn.Module | None = None,
+    thresholds: tuple[float, ...] | None = None,
+) -> dict[str, Any]:
+    """Validation loss (whole stacks, eval mode) and the best mean F1 over ``thresholds``."""
+    was_training = model.training
+    model.eval()
+    densities, losses = [], []
+    for it in items:
+        d = predict(model, it.volume)
+        densities.append(d)
+        if loss_fn is not None:
+            losses.append(float(loss_fn(torch.from_numpy(d)[None, None], torch.from_numpy(it.target)[None, None])))
+    model.train(was_training)
+    table = score_thresholds(densities, items, cfg, thresholds or cfg.thresholds)
+    thr, best = best_threshold(table)
+    return {
+        "val_loss": float(np.mean(losses)) if losses else float("nan"),
+        "val_f1": best["f1_mean"],
+        "val_rmse": best["rmse_mean"],
+        "val_threshold": thr,
+        "table": table,
+    }
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same directory, then rename over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`train` (plain tensors and Python values only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[DetNet3D, TrainConfig, dict[str, Any]]:
+    """(model in eval mode, its config, the checkpoint dict)."""
+    ckpt = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    model = build_model(cfg)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg, ckpt
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """Training/validation loss and validation F1 against the step (PNG, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not history:
+        return
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [h["train_loss"] for h in history], label="train loss")
+    ax.plot(steps, [h["val_loss"] for h in history], label="val loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [h["val_f1"] for h in history], "g.-", label="val F1 (best threshold)")
+    ax2.set_ylabel("F1")
+    ax2.set_ylim(0, 1)
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [ln.get_label() for ln in lines], loc="center right")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+RESUME_MAY_CHANGE = ("max_steps", "max_minutes", "threads", "patience", "val_every")
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Config keys that must match to resume (budgets and thread counts may change)."""
+    return {k: v for k, v in cfg.items() if k not in RESUME_MAY_CHANGE}
+
+
+def _is_better(cfg: TrainConfig, val: dict[str, Any], best: float | None) -> tuple[bool, float]:
+    value = val["val_f1"] if cfg.monitor == "f1" else -val["val_loss"]
+    return (best is None or value > best + 1e-6), value
+
+
+def train(
+    cfg: TrainConfig, out: str | Path, restart: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train (or resume from ``out/last.pt``), then tune the threshold on validation; returns the summary."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+    torch.manual_seed(cfg.seed)
+    cfg.save(out / "config.json")
+
+    model = build_model(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), amsgrad=True)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
+    step, best, best_step, bad, elapsed, history = 0, None, 0, 0, 0.0, []
+    resumed = (out / "last.pt").exists() and not restart
+    if resumed:
+        ck = load_checkpoint(out / "last.pt")
+        if _comparable(ck["config"]) != _comparable(cfg.to_dict()):
+            raise ValueError(f"{out}/last.pt was written with a different config; use --restart or a new --out")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        rng.bit_generator.state = ck["np_rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        step, best, best_step, bad = ck["step"], ck["best_score"], ck["best_step"], ck["bad_validations"]
+        elapsed, history = ck["elapsed_s"], list(ck["history"])
+    elif cfg.init_from:
+        model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
+
+    train_items = load_split(cfg.data, "train", cfg.target, cfg.sigma_zyx, progress)
+    val_items = load_split(cfg.data, "val", cfg.target, cfg.sigma_zyx, progress)
+    if not val_items:
+        raise ValueError("the validation split is empty: increase data.n_stacks or data.split[1]")
+    sampler = CropSampler(train_items, cfg.crop, cfg.batch, rng, cfg.flips, cfg.transpose)
+    loss_fn = make_loss(cfg.loss, cfg.T, cfg.lam, cfg.binary_mode)
+
+    def checkpoint(path: Path) -> None:
+        save_atomic(
+            {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "best_score": best, "best_step": best_step, "bad_validations": bad, "elapsed_s": elapsed,
+                "history": history, "config": cfg.to_dict(),
+            },
+            path,
+        )
+
+    budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf
+    stop = "max_steps"
+    model.train()
+    t0 = time.perf_counter() - elapsed
+    running: list[float] = []
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
+    try:
+        while step < cfg.max_steps:
+            if time.perf_counter() - t0 >= budget_s:
+                stop = "max_minutes"
+                break
+            x, y = sampler.sample()
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            step += 1
+            running.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(running[-50:]):.4g}", best=best)
+            if step % cfg.val_every == 0 or step == cfg.max_steps:
+                val = validate(model, val_items, cfg, loss_fn)
+                elapsed = time.perf_counter() - t0
+                improved, value = _is_better(cfg, val, best)
+                history.append({
+                    "step": step, "train_loss": float(np.mean(running)), "val_loss": val["val_loss"],
+                    "val_f1": val["val_f1"], "val_rmse": val["val_rmse"], "val_threshold": val["val_threshold"],
+                    "elapsed_min": elapsed / 60.0,
+                })
+                running = []
+                if improved:
+                    best, best_step, bad = value, step, 0
+                    checkpoint(out / "best.pt")
+                else:
+                    bad += 1
+                checkpoint(out / "last.pt")
+                _write_json({"config": cfg.to_dict(), "history": history}, out / "log.json")
+                plot_curves(history, out / "loss_curve.png")
+                if bad >= cfg.patience:
+                    stop = "early_stopping"
+                    break
+    except KeyboardInterrupt:
+        elapsed = time.perf_counter() - t0
+        checkpoint(out / "last.pt")
+        bar.close()
+        raise
+    bar.close()
+    if not (out / "best.pt").exists():  # stopped before the first validation
+        checkpoint(out / "best.pt")
+    return finalise(out, cfg, val_items, stop, progress)
+
+
+def finalise(
+    out: Path, cfg: TrainConfig, val_items: list[Item], stop: str = "", progress: bool = False
+) -> dict[str, Any]:
+    """Tune the threshold of ``out/best.pt`` on the validation items and store it there (and in log.json).
+
+    Also scores the validation split with per-instance normalisation statistics for comparison with the
+    running statistics that inference uses.
+    """
+    import json
+
+    ck = load_checkpoint(out / "best.pt")
+    model = build_model(cfg)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    result: dict[str, Any] = {}
+    for mode in ("running", "instance"):
+        set_norm_mode(model, mode)
+        densities = [predict(model, it.volume) for it in val_items]
+        table = score_thresholds(densities, val_items, cfg, FINE_THRESHOLDS)
+        result[mode] = best_threshold(table)
+    set_norm_mode(model, "running")
+    thr, scores = result["running"]
+    ck["threshold"] = thr
+    ck["val_scores"] = {"norm": "running", "threshold": thr, **scores}
+    ck["val_scores_instance_norm"] = {"norm": "instance", "threshold": result["instance"][0],
+                                      **result["instance"][1]}
+    ck["stride"] = list(stride(model))
+    ck["halo"] = list(receptive_halo(model))
+    ck["params"] = count_params(model)
+    if (out / "last.pt").exists():
+        ck["total_steps"] = load_checkpoint(out / "last.pt")["step"]
+    save_atomic(ck, out / "best.pt")
+    summary = {
+        "stop_reason": stop, "best_step": ck.get("best_step", ck.get("step")), "threshold": thr,
+        "val_scores": ck["val_scores"], "val_scores_instance_norm": ck["val_scores_instance_norm"],
+        "stride": ck["stride"], "halo": ck["halo"], "params": ck["params"],
+    }
+    log_path = out / "log.json"
+    log = json.loads(log_path.read_text()) if log_path.exists() else {"config": cfg.to_dict()}
+    log["summary"] = summary
+    _write_json(log, log_path)
+    if progress:
+        print(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def evaluate(
+    checkpoint: str | Path, split: str = "test", norm: str = "running", threshold: float | None = None,
+    data_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Scores of a checkpoint on one split of its data spec, overall and per SNR (binned at PTC levels)."""
+    import dataclasses
+
+    from training.matching import score, summarise
+
+    model, cfg, ck = model_from_checkpoint(checkpoint)
+    set_norm_mode(model, norm)
+    spec = dataclasses.replace(cfg.data, **(data_overrides or {}))
+    items = load_split(spec, split, cfg.target, cfg.sigma_zyx)
+    thr = float(threshold if threshold is not None else ck.get("threshold", 0.5))
+    scores = []
+    for it in items:
+        coords, _ = detections(predict(model, it.volume), cfg, thr)
+        scores.append(score(coords, it.positions, cfg.gate))
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split, "norm": norm, "threshold": thr,
+                              "all": summarise(scores) if scores else {}}
+    edges = [0.0, 1.5, 3.0, 5.5, math.inf]  # bins around the PTC levels 1, 2, 4, 7
+    snrs = [it.meta.get("snr") for it in items]
+    if all(s is not None for s in snrs):
+        for lo, hi, level in zip(edges[:-1], edges[1:], (1, 2, 4, 7)):
+            sel = [s for s, v in zip(scores, snrs) if lo <= v < hi]
+            if sel:
+                result[f"snr~{level}"] = summarise(sel)
+    return result
