@@ -20,6 +20,9 @@ Examples:
   dmdet-infer data/*.tif -o results/          # one CSV per stack: results/<stem>.csv
   dmdet-infer movie.tif -o tracks_in.csv --channel 1 --voxel-size 0.3,0.1,0.1
   dmdet-infer stack.tif -o spots.csv --threshold 0.3 --min-distance 1,2,2 --device cuda
+  dmdet-infer image.ome.zarr -o spots.csv --level 0 --channel 1   # OME-Zarr (pip install 'dmdet[zarr]')
+  dmdet-infer huge.tif -o spots.csv --workers 8         # local dask cluster (pip install 'dmdet[dask]')
+  dmdet-infer huge.zarr -o spots.csv --scheduler tcp://10.0.0.5:8786
 """
 
 
@@ -55,15 +58,15 @@ def _triple(text: str | None, name: str, cast=float) -> tuple | None:
 def output_stem(path: Path) -> str:
     """``stack.ome.tif`` -> ``stack``."""
     name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
 
 
-def _outputs(inputs: list[Path], output: str | None) -> list[Path]:
+def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv") -> list[Path]:
     if output is None:
-        return [p.with_name(output_stem(p) + ".csv") for p in inputs]
+        return [p.with_name(output_stem(p) + suffix) for p in inputs]
     out = Path(output)
     if len(inputs) > 1 or out.is_dir() or output.endswith(("/", os.sep)):
         if not out.is_dir():
@@ -71,9 +74,9 @@ def _outputs(inputs: list[Path], output: str | None) -> list[Path]:
                 out.mkdir(parents=True)
             except OSError as exc:
                 raise InputError(f"{out}: cannot create output folder ({exc.strerror})") from None
-        targets = [out / (output_stem(p) + ".csv") for p in inputs]
+        targets = [out / (output_stem(p) + suffix) for p in inputs]
         if len(set(targets)) != len(targets):
-            raise InputError(f"{out}: several inputs share a file name; their CSVs would overwrite each other")
+            raise InputError(f"{out}: several inputs share a file name; their outputs would overwrite each other")
         return targets
     return [out]
 
@@ -103,16 +106,37 @@ def _outputs(inputs: list[Path], output: str | None) -> list[Path]:
               help="Sub-voxel refinement of each peak: per-axis log-Gaussian 3-point (gaussian), log-quadratic "
                    "least squares over 3x3x3 (lsq, more robust on noisy or wide maps), parabolic, "
                    "intensity-weighted centroid, or none (integer voxels).")
+@click.option("--level", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Resolution level of an OME-Zarr pyramid (0: full resolution).")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run tiles and frames on this dask.distributed scheduler (e.g. tcp://host:8786); the workers "
+                   "must see the input files.")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="Run on a local dask cluster of N worker processes (one model session each).")
+@click.option("--preview", metavar="PNG",
+              help="Also write a picture to check the result: z max projection of the (first) frame with the "
+                   "detected spots as magenta circles and --truth as green ones. A folder for several inputs "
+                   "(DIR/<stem>.png). Example: --preview preview.png")
+@click.option("--truth", type=click.Path(dir_okay=False), metavar="CSV",
+              help="Known positions (CSV with z,y,x columns in voxels) drawn in green in the --preview.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary; errors only.")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_versions,
               help="Show dmdet, onnxruntime and numba versions and the providers that really work, then exit.")
-def main(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, refine, quiet):
+def main(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, refine, level,
+         scheduler, workers, preview, truth, quiet):
     """Find fluorescent particles in 3D stacks (TIFF, OME-TIFF, ImageJ hyperstacks) and write one spot table
     (z,y,x,score,intensity in voxels; frame for time-lapses; z_um,y_um,x_um when the voxel size is known) per
-    stack."""
+    stack. Zarr / OME-Zarr stores are read lazily; --workers/--scheduler spread tiles and frames over a dask
+    cluster."""
     try:
-        code = _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile,
-                    refine, quiet)
+        if scheduler or workers:
+            if preview:
+                raise InputError("--preview is not available with --scheduler/--workers; run without them")
+            code = _run_distributed(inputs, output, model_path, device, threshold, min_distance, voxel_size,
+                                    channel, axes, tile, refine, level, scheduler, workers, quiet)
+        else:
+            code = _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes,
+                        tile, refine, quiet, level, preview, truth)
     except DmdetError as exc:
         _error(exc)
         code = exc.exit_code
@@ -123,30 +147,77 @@ def _error(exc: BaseException) -> None:
     click.echo(f"dmdet-infer: error: {exc}", err=True)
 
 
-def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, refine,
-         quiet) -> int:
-    from .detector import Detector
-    from .io import input_paths, read_stack
+def _input_paths(inputs) -> list[Path]:
+    """Stack files, folders and globs as ``io.input_paths`` expands them; Zarr stores as they are."""
+    from .io import input_paths
+    from .zarr_io import is_zarr
+
+    paths: list[Path] = []
+    for spec in inputs:
+        paths.extend([Path(spec)] if is_zarr(spec) else input_paths([spec]))
+    return paths
+
+
+def _run_distributed(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile,
+                     refine, level, scheduler, workers, quiet) -> int:
+    from .distributed import DetectorSpec, connect, detect_many
 
     min_distance = _triple(min_distance, "--min-distance")
     voxel_size = _triple(voxel_size, "--voxel-size")
     tile = _triple(tile, "--tile", int)
-    paths = input_paths(list(inputs))
+    paths = _input_paths(inputs)
     targets = _outputs(paths, output)
+    threads = None if scheduler else max(1, (os.cpu_count() or 1) // workers)
+    spec = DetectorSpec(None if model_path is None else str(Path(model_path).resolve()), device, threshold,
+                        min_distance, refine, tile, threads)
+    spec.build()  # bad options and models fail here, in one line, before a cluster starts
+    code = 0
+    with connect(scheduler, workers) as client:
+        results = detect_many(client, [p.resolve() for p in paths], spec, channel=channel, axes=axes, level=level,
+                              voxel_size_um=voxel_size)
+    for path, target, result in zip(paths, targets, results):
+        try:
+            if isinstance(result, DmdetError):
+                raise result
+            result.to_csv(target)
+        except DmdetError as exc:
+            _error(exc)
+            code = max(code, exc.exit_code)
+        else:
+            if not quiet:
+                click.echo(f"{path}: {len(result)} spots -> {target}")
+    return code
+
+
+def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, refine,
+         quiet, level=0, preview=None, truth=None) -> int:
+    from .detector import Detector
+    from .io import read_points
+    from .zarr_io import read_input
+
+    min_distance = _triple(min_distance, "--min-distance")
+    voxel_size = _triple(voxel_size, "--voxel-size")
+    tile = _triple(tile, "--tile", int)
+    paths = _input_paths(inputs)
+    targets = _outputs(paths, output)
+    pictures = _outputs(paths, preview, ".png") if preview else [None] * len(paths)
+    truth_zyx = read_points(truth) if truth else None
     detector = Detector(model_path, device=device, threshold=threshold, min_distance=min_distance, refine=refine,
                         tile=tile)
     code = 0
     several = len(paths) > 1
     with _progress(len(paths), "stacks", quiet or not several) as bar:
-        for path, target in zip(paths, targets):
+        for path, target, picture in zip(paths, targets, pictures):
             try:
-                stack = read_stack(path, channel=channel, axes=axes)
+                stack = read_input(path, channel=channel, axes=axes, level=level)
                 if voxel_size is not None:
                     stack = dataclasses.replace(stack, voxel_size_um=voxel_size)
                 frames = stack.data.shape[0]
                 with _progress(frames, f"{path.name} frames", quiet or frames < 2) as frame_bar:
                     spots = detector.detect_stack(stack, progress=frame_bar)
                 spots.to_csv(target)
+                if picture is not None:
+                    _write_preview(picture, stack, spots, truth_zyx)
             except DmdetError as exc:
                 _error(exc)
                 code = max(code, exc.exit_code)
@@ -160,6 +231,14 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
                     click.echo(f"{path}: {len(spots)} spots -> {target}")
             bar.update(1)
     return code
+
+
+def _write_preview(picture: Path, stack, spots, truth_zyx) -> None:
+    """z-MIP of the first frame with its spots (and the truth) circled."""
+    from .preview import write_preview
+
+    zyx = spots.zyx if spots.frame is None else spots.zyx[spots.frame == 0]
+    write_preview(picture, stack.data[0], zyx, truth_zyx, title=str(stack.path))
 
 
 class _NoBar:

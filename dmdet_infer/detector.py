@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,12 +18,21 @@ from . import normalise, tiling
 from .errors import InputError, where
 from .io import Stack, check_finite
 from .model import Model
-from .peaks import find_peaks
+from .peaks import find_candidates, suppress
 from .peaks import warmup as warmup_peaks
 from .spots import Spots
 
 REFINEMENTS = ("gaussian", "lsq", "parabolic", "centroid", "none")
 Triple = tuple[float, float, float]
+
+
+class TileCandidates(NamedTuple):
+    """Unsuppressed peaks of one tile's core, in volume coordinates (see :meth:`Detector.tile_candidates`)."""
+
+    coords: np.ndarray  # float64 (N, 3) refined zyx
+    voxels: np.ndarray  # int64 (N, 3)
+    scores: np.ndarray  # float32 (N,)
+    intensity: np.ndarray  # float32 (N,)
 
 
 def as_triple(value: float | Iterable[float], name: str) -> Triple:
@@ -95,16 +105,67 @@ class Detector:
         self.model.run(block)
         warmup_peaks()
 
+    def stats(self, volume) -> tuple[float, float]:
+        """Normalisation (offset, scale) of a whole volume from a bounded strided sample (scale 0: constant)."""
+        return normalise.normalisation_stats(volume, self.info.normalisation)
+
+    def tile_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """The core size used for a volume of ``shape``: ``tile`` when given, else from the model and size."""
+        return self.tile or tiling.auto_tile(tuple(shape), self.info.halo_zyx, self.info.stride_zyx)
+
+    def cores(self, shape: tuple[int, ...]) -> list[tiling.Region]:
+        """The tile cores covering a volume of ``shape``, in raster order."""
+        info = self.info
+        return [t.core for t in tiling.plan(tuple(shape), self.tile_shape(shape), info.halo_zyx, info.stride_zyx)]
+
     def density(self, volume: np.ndarray, path: object | None = None) -> np.ndarray:
-        """The network's density map (same shape as ``volume``); zeros for a constant volume."""
+        """The network's density map (same shape as ``volume``); zeros for a constant volume.
+
+        Holds the whole map in memory: :meth:`detect` does not use it (it works tile by tile)."""
         check_volume(volume, path)
-        offset, scale = normalise.normalisation_stats(volume, self.info.normalisation)
+        offset, scale = self.stats(volume)
         if scale == 0.0:
             return np.zeros(volume.shape, np.float32)
         stride, halo = self.info.stride_zyx, self.info.halo_zyx
-        tile = self.tile or tiling.auto_tile(volume.shape, halo, stride)
-        return tiling.predict(volume, self.model.run, lambda b: normalise.apply(b, offset, scale), tile, halo,
-                              stride)
+        return tiling.predict(volume, self.model.run, lambda b: normalise.apply(b, offset, scale),
+                              self.tile_shape(volume.shape), halo, stride)
+
+    def tile_candidates(self, volume, core: tiling.Region, stats: tuple[float, float]) -> TileCandidates:
+        """Peaks (before min-distance suppression) whose voxel lies in ``core``, in volume coordinates.
+
+        The density map is computed for the core plus a one-voxel margin (enough for the maxima test and the
+        refinement); the margin doubles while a plateau of the core reaches the margin's edge. Only this
+        block is in memory. ``stats`` is :meth:`stats` of the whole volume."""
+        offset, scale = stats
+        shape = tuple(volume.shape)
+        info = self.info
+        margin = [1, 1, 1]
+        while True:
+            region = tiling.grow(core, tuple(margin), shape)
+            density, raw = tiling.predict_region(volume, self.model.run, lambda b: normalise.apply(b, offset, scale),
+                                                 region, info.halo_zyx, info.stride_zyx)
+            local = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
+            faces = tuple((r.start > 0, r.stop < n) for r, n in zip(region, shape))
+            found = find_candidates(density, self.threshold, self.refine, local, faces)
+            if not found.unresolved:
+                break
+            margin = [min(2 * m, n) for m, n in zip(margin, shape)]
+        origin = np.array([r.start for r in region], np.int64)
+        v = found.voxels
+        intensity = np.asarray(raw[v[:, 0], v[:, 1], v[:, 2]], dtype=np.float32)
+        return TileCandidates(found.coords + origin, v + origin, found.scores, intensity)
+
+    def merge(self, parts: Iterable[TileCandidates], voxel_size_um: Iterable[float] | None = None) -> Spots:
+        """One spot table from the candidates of all tiles of one volume: global greedy min-distance
+        suppression, best first (the same spots as ``find_peaks`` on the whole density map)."""
+        size = None if voxel_size_um is None else as_triple(voxel_size_um, "voxel size")
+        parts = list(parts)
+        if not parts:
+            return Spots.empty(size)
+        coords, voxels, scores, intensity = (np.concatenate(a) for a in zip(*parts))
+        keep = suppress(voxels.reshape(-1, 3), scores, self.min_distance)
+        c = coords.reshape(-1, 3)[keep]
+        return Spots(c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy(), scores[keep], intensity[keep], None, size)
 
     def detect(
         self,
@@ -113,15 +174,17 @@ class Detector:
         *,
         path: object | None = None,
     ) -> Spots:
-        """Spots of one ZYX volume (numpy array, memmap or anything ``np.asarray`` accepts)."""
-        volume = np.asarray(volume)
+        """Spots of one ZYX volume (numpy array, memmap, or a lazy array such as zarr/dask, read tile by tile).
+
+        Memory is bounded by the tile size: each tile's density is searched for peaks and dropped."""
+        if not all(hasattr(volume, a) for a in ("shape", "dtype", "__getitem__")):
+            volume = np.asarray(volume)
         size = None if voxel_size_um is None else as_triple(voxel_size_um, "voxel size")
-        density = self.density(volume, path)
-        peaks = find_peaks(density, self.threshold, self.min_distance, self.refine)
-        v = peaks.voxels
-        intensity = np.asarray(volume[v[:, 0], v[:, 1], v[:, 2]], dtype=np.float32)
-        c = peaks.coords
-        return Spots(c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy(), peaks.scores, intensity, None, size)
+        check_volume(volume, path)
+        stats = self.stats(volume)
+        if stats[1] == 0.0:
+            return Spots.empty(size)
+        return self.merge((self.tile_candidates(volume, core, stats) for core in self.cores(volume.shape)), size)
 
     def detect_frames(
         self, frames: Iterable[np.ndarray], voxel_size_um: Iterable[float] | None = None

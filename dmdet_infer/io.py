@@ -474,3 +474,30 @@ def input_paths(specs: Sequence[str | os.PathLike[str]]) -> list[Path]:
             seen.add(key)
             unique.append(p)
     return unique
+
+
+def read_points(path: str | os.PathLike[str]) -> np.ndarray:
+    """Positions (N, 3) zyx in voxels from a CSV with a header naming ``z``, ``y`` and ``x`` (other columns are
+    ignored; with a ``frame`` column only frame 0 is kept). A dmdet-infer output CSV qualifies."""
+    import csv
+
+    path = Path(path)
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        raise InputError(where(path, "file not found; check the path")) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(where(path, f"cannot read points ({_one_line(exc)})")) from None
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    missing = [c for c in ("z", "y", "x") if c not in header]
+    if missing:
+        raise InputError(where(path, f"CSV needs a header with columns z,y,x; missing {','.join(missing)}"))
+    cols = [header.index(c) for c in ("z", "y", "x")]
+    frame = header.index("frame") if "frame" in header else None
+    try:
+        points = [[float(row[c]) for c in cols] for row in rows[1:]
+                  if row and (frame is None or float(row[frame]) == 0)]
+    except (ValueError, IndexError):
+        raise InputError(where(path, "CSV has a row that is not numbers in z,y,x")) from None
+    return np.asarray(points, np.float64).reshape(-1, 3)

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-__all__ = ["Peaks", "REFINE_METHODS", "find_peaks", "warmup"]
+__all__ = ["Candidates", "Peaks", "REFINE_METHODS", "find_candidates", "find_peaks", "suppress", "warmup"]
 
 #: "gaussian": log-Gaussian 3-point, exact for a sampled Gaussian; "parabolic": the same formula on the values;
 #: "centroid": intensity-weighted centroid (values clipped at 0) of the in-volume 3x3x3 window; "none";
@@ -45,6 +45,15 @@ class Peaks(NamedTuple):
     coords: np.ndarray  # float64 (N, 3) zyx, refined
     voxels: np.ndarray  # int64 (N, 3) zyx, integer maxima
     scores: np.ndarray  # float32 (N,), map value at the voxel
+
+
+class Candidates(NamedTuple):
+    """Unsuppressed maxima of one block of a larger map (raster order), for tiled detection."""
+
+    coords: np.ndarray  # float64 (N, 3) zyx, refined, in block coordinates
+    voxels: np.ndarray  # int64 (N, 3) zyx, in block coordinates
+    scores: np.ndarray  # float32 (N,)
+    unresolved: bool  # a plateau of the core reaches an open face: the block needs a larger margin
 
 
 # ----------------------------------------------------------------------------------------------- kernels
@@ -286,6 +295,85 @@ def _refine(d, vox, method):  # pragma: no cover - compiled
     return out
 
 
+@njit(cache=True)
+def _suppress_cells(vox, md, cell, ncell):  # pragma: no cover - compiled
+    """Greedy min-distance suppression like ``_suppress`` on a grid of given cells (each >= md on its axis);
+    ``vox`` relative to the grid origin, sorted best first. Used with few cells for sparse candidates."""
+    n = vox.shape[0]
+    keep = np.zeros(n, dtype=np.bool_)
+    head = np.full(ncell[0] * ncell[1] * ncell[2], -1, dtype=np.int64)
+    nxt = np.full(n, -1, dtype=np.int64)
+    for i in range(n):
+        cz = vox[i, 0] // cell[0]
+        cy = vox[i, 1] // cell[1]
+        cx = vox[i, 2] // cell[2]
+        hit = False
+        for gz in range(max(cz - 1, 0), min(cz + 2, ncell[0])):
+            for gy in range(max(cy - 1, 0), min(cy + 2, ncell[1])):
+                for gx in range(max(cx - 1, 0), min(cx + 2, ncell[2])):
+                    j = head[(gz * ncell[1] + gy) * ncell[2] + gx]
+                    while j >= 0:
+                        a = (vox[j, 0] - vox[i, 0]) / md[0]
+                        b = (vox[j, 1] - vox[i, 1]) / md[1]
+                        c = (vox[j, 2] - vox[i, 2]) / md[2]
+                        if a * a + b * b + c * c < 1.0:
+                            hit = True
+                            break
+                        j = nxt[j]
+                    if hit:
+                        break
+                if hit:
+                    break
+            if hit:
+                break
+        if not hit:
+            keep[i] = True
+            g = (cz * ncell[1] + cy) * ncell[2] + cx
+            nxt[i] = head[g]
+            head[g] = i
+    return keep
+
+
+@njit(cache=True)
+def _plateau_open(d, seeds, open_lo, open_hi):  # pragma: no cover - compiled
+    """Whether any plateau (26-connected equal values) through ``seeds`` (raster indices) touches an open face."""
+    nz, ny, nx = d.shape
+    flat = d.ravel()
+    visited = np.zeros(flat.shape[0], dtype=np.uint8)
+    stack = np.empty(16, dtype=np.int64)
+    dims = (nz, ny, nx)
+    for s in range(seeds.shape[0]):
+        if visited[seeds[s]]:
+            continue
+        v = flat[seeds[s]]
+        stack[0] = seeds[s]
+        top = 1
+        visited[seeds[s]] = 1
+        while top > 0:
+            top -= 1
+            p = stack[top]
+            z = p // (ny * nx)
+            y = (p // nx) % ny
+            x = p % nx
+            c = (z, y, x)
+            for a in range(3):
+                if (open_lo[a] and c[a] == 0) or (open_hi[a] and c[a] == dims[a] - 1):
+                    return True
+            for zz in range(max(z - 1, 0), min(z + 2, nz)):
+                for yy in range(max(y - 1, 0), min(y + 2, ny)):
+                    for xx in range(max(x - 1, 0), min(x + 2, nx)):
+                        q = (zz * ny + yy) * nx + xx
+                        if flat[q] == v and visited[q] == 0:
+                            visited[q] = 1
+                            if top == stack.shape[0]:
+                                bigger = np.empty(2 * top, dtype=np.int64)
+                                bigger[:top] = stack
+                                stack = bigger
+                            stack[top] = q
+                            top += 1
+    return False
+
+
 # ----------------------------------------------------------------------------------------------- public API
 
 
@@ -345,6 +433,84 @@ def find_peaks(
     return Peaks(coords, vox, scores)
 
 
+def find_candidates(
+    density: np.ndarray,
+    threshold: float,
+    refine: str = "gaussian",
+    core: Sequence[slice] | None = None,
+    open_faces: Sequence[tuple[bool, bool]] = ((False, False),) * 3,
+) -> Candidates:
+    """Maxima of one block of a larger map whose voxel lies in ``core``, refined, not suppressed.
+
+    ``density`` is the block: ``core`` (slices in block coordinates, default all) plus a margin of at least one
+    voxel on every ``open_faces`` side ((low, high) per axis: the map goes on beyond that face). Maxima, plateaus
+    and refinement follow the :func:`find_peaks` rules exactly as on the whole map, provided no plateau of the
+    core reaches an open face: ``unresolved`` says when one does (retry with a larger margin). Merge the blocks'
+    candidates with :func:`suppress` to get ``find_peaks`` of the whole map.
+    """
+    arr = np.asarray(density)
+    if arr.ndim != 3:
+        raise ValueError(f"density map must be 3D (ZYX), got {arr.ndim}D with shape {arr.shape}")
+    if refine not in _REFINE_CODE:
+        raise ValueError(f"refine must be one of {', '.join(REFINE_METHODS)}, got {refine!r}")
+    thr = float(threshold)
+    if math.isnan(thr):
+        raise ValueError("threshold is NaN")
+    empty = Candidates(np.zeros((0, 3), np.float64), np.zeros((0, 3), np.int64), np.zeros(0, np.float32), False)
+    if arr.size == 0:
+        return empty
+    d = np.ascontiguousarray(arr, dtype=np.float32)
+    core = tuple(slice(0, n) for n in d.shape) if core is None else tuple(core)
+    lo = np.array([c.indices(n)[0] for c, n in zip(core, d.shape)], np.int64)
+    hi = np.array([c.indices(n)[1] for c, n in zip(core, d.shape)], np.int64)
+
+    lin = np.empty(d.size, np.int64)
+    flag = np.empty(d.size, np.int8)
+    k = _candidates(d, thr, lin, flag)
+    lin, flag = lin[:k].copy(), flag[:k].copy()
+    vox = np.stack(np.unravel_index(lin, d.shape), axis=1).astype(np.int64, copy=False)
+    in_core = ((vox >= lo) & (vox < hi)).all(axis=1)
+    unresolved = False
+    seeds = lin[in_core & (flag == 2)]
+    if seeds.size and any(o for pair in open_faces for o in pair):
+        open_lo = np.array([bool(p[0]) for p in open_faces])
+        open_hi = np.array([bool(p[1]) for p in open_faces])
+        unresolved = bool(_plateau_open(d, seeds, open_lo, open_hi))
+    keep = _resolve_plateaus(d, lin, flag) & in_core
+    vox = np.ascontiguousarray(vox[keep])
+    if vox.shape[0] == 0:
+        return empty._replace(unresolved=unresolved)
+    scores = d.ravel()[lin[keep]]
+    coords = _refine(d, vox, _REFINE_CODE[refine])
+    return Candidates(coords, vox, scores, unresolved)
+
+
+def suppress(voxels: np.ndarray, scores: np.ndarray, min_distance: float | Sequence[float]) -> np.ndarray:
+    """Indices of the candidates that survive greedy min-distance suppression, best first.
+
+    Same order (score descending, ties in raster order of ``voxels``) and rule as :func:`find_peaks`; memory is
+    proportional to the number of candidates, not to the extent of the volume.
+    """
+    vox = np.asarray(voxels, np.int64).reshape(-1, 3)
+    s = np.asarray(scores, np.float32).reshape(-1)
+    if vox.shape[0] != s.shape[0]:
+        raise ValueError(f"{vox.shape[0]} voxels but {s.shape[0]} scores")
+    md = _min_distance(min_distance)
+    order = np.lexsort((vox[:, 2], vox[:, 1], vox[:, 0], -s))
+    if order.size == 0 or not (md > 1.0).any():
+        return order
+    v = vox[order]
+    v = np.ascontiguousarray(v - v.min(axis=0))
+    extent = v.max(axis=0) + 1
+    cell = np.maximum(np.ceil(md).astype(np.int64), 1)
+    budget = max(4 * v.shape[0], 4096)
+    while int(np.prod(-(-extent // cell))) > budget:
+        a = int(np.argmax(-(-extent // cell)))
+        cell[a] *= 2
+    keep = _suppress_cells(v, md, cell, -(-extent // cell))
+    return order[keep]
+
+
 def warmup() -> None:
     """Compile (or load from the cache) every kernel on a tiny array."""
     d = np.zeros((3, 4, 5), np.float32)
@@ -352,3 +518,5 @@ def warmup() -> None:
     d[1, 2, 3] = d[1, 2, 4] = 0.5  # plateau path
     for name in REFINE_METHODS:
         find_peaks(d, 0.1, (1.0, 2.0, 2.0), name)
+        c = find_candidates(d, 0.1, name, open_faces=((True, True),) * 3)
+        suppress(c.voxels, c.scores, (1.0, 2.0, 2.0))

@@ -96,3 +96,43 @@ def predict(
         out[t.core] = run(x)[t.core_in_read]
     return out
 
+
+
+Region = tuple[slice, slice, slice]
+
+
+def grow(core: Region, margin: Shape3, shape: Shape3) -> Region:
+    """``core`` extended by ``margin`` voxels on each side, clipped to the volume."""
+    return tuple(slice(max(0, c.start - m), min(n, c.stop + m)) for c, m, n in zip(core, margin, shape))
+
+
+def read_window(region: Region, shape: Shape3, halo: Shape3, stride: Shape3) -> Region:
+    """Stride-aligned block (padded-volume coordinates) holding ``region`` plus ``halo`` of context."""
+    out = []
+    for r, n, h, st in zip(region, shape, halo, stride):
+        lo = max(0, (r.start - h) // st * st)
+        hi = min(_round_up(n, st), _round_up(r.stop + h, st))
+        out.append(slice(lo, hi))
+    return tuple(out)
+
+
+def predict_region(
+    volume,
+    run: Callable[[np.ndarray], np.ndarray],
+    prepare: Callable[[np.ndarray], np.ndarray],
+    region: Region,
+    halo: Shape3,
+    stride: Shape3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Density map of one ``region`` of ``volume`` (equal to the same part of the whole-volume map), and the
+    raw voxels of the region. ``volume`` may be any array that numpy can read slices of (memmap, zarr, dask)."""
+    read = read_window(region, volume.shape, halo, stride)
+    inside = tuple(slice(s.start, min(s.stop, n)) for s, n in zip(read, volume.shape))
+    block = np.asarray(volume[inside])
+    pad = tuple((0, s.stop - i.stop) for s, i in zip(read, inside))
+    x = prepare(block)
+    if any(p[1] for p in pad):
+        x = np.pad(x, pad)
+    local = tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, read))
+    return run(x)[local], block[local]
+

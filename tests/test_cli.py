@@ -169,3 +169,29 @@ def test_version_and_entry_point_in_a_subprocess(model_path):
     proc = subprocess.run([sys.executable, "-m", "dmdet_infer.cli", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "onnxruntime" in proc.stdout and "numba" in proc.stdout and "CPUExecutionProvider" in proc.stdout
+
+
+def test_preview_png_with_truth(stack, tmp_path, pooled_model_path):
+    truth = tmp_path / "truth.csv"
+    truth.write_text("z,y,x\n" + "\n".join(",".join(map(str, p)) for p in TRUTH) + "\n")
+    picture = tmp_path / "preview.png"
+    result = run(stack, "-o", tmp_path / "s.csv", "--model", pooled_model_path, "--preview", picture,
+                 "--truth", truth)
+    assert result.exit_code == 0, result.output
+    import matplotlib.image
+
+    rgb = (matplotlib.image.imread(picture)[..., :3] * 255).round().astype(int)
+    assert rgb.shape[1] >= 512
+    magenta = ((rgb[..., 0] == 255) & (rgb[..., 1] == 0) & (rgb[..., 2] == 255)).sum()
+    green = ((rgb[..., 0] == 0) & (rgb[..., 1] == 255) & (rgb[..., 2] == 0)).sum()
+    assert magenta > 50 and green > 50
+
+
+def test_truth_csv_without_columns_is_refused(stack, tmp_path, pooled_model_path):
+    truth = tmp_path / "truth.csv"
+    truth.write_text("a,b\n1,2\n")
+    result = run(stack, "-o", tmp_path / "s.csv", "--model", pooled_model_path, "--preview", tmp_path / "p.png",
+                 "--truth", truth)
+    assert result.exit_code == 2
+    assert "truth.csv" in result.stderr and "z,y,x" in result.stderr
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "p.png").exists()
