@@ -142,7 +142,7 @@ def test_table1_main_end_to_end(tmp_path, pooled_model_path, model_path, capsys)
     assert "dm (integer maxima)" in md and "paper DM-DetNet3D" in md and "sef3d" in md
     assert md in capsys.readouterr().out
     report = json.loads(Path(f"{out}.json").read_text())
-    assert set(report["results"]) == {"sef3d", "dm", "plain", "dm (integer maxima)"}
+    assert set(report["results"]) == {"sef3d", "dm", "plain", "dm (integer maxima)", "dm (lsq refinement)"}
     assert all(len(r) == 12 for r in report["results"].values())  # 4 SNR x 3 densities x 1
     assert 0.0 < report["tuned"]["dm"]["threshold"] < 1.0 and "k" in report["tuned"]["sef3d"]
     assert report["machine"]["cpu_count"] >= 1 and report["data"]["shape"] == [6, 48, 48]
