@@ -181,44 +181,12 @@ def _resolve_plateaus(d, lin, flag):  # pragma: no cover - compiled
 @njit(cache=True)
 def _suppress(vox, md, shape):  # pragma: no cover - compiled
     """Greedy anisotropic min-distance suppression over a bucket grid; ``vox`` sorted best first."""
-    n = vox.shape[0]
-    keep = np.zeros(n, dtype=np.bool_)
     cell = np.empty(3, dtype=np.int64)
     ncell = np.empty(3, dtype=np.int64)
     for a in range(3):
         cell[a] = max(1, min(int(math.ceil(md[a])), max(shape[a], 1)))
         ncell[a] = (shape[a] + cell[a] - 1) // cell[a]
-    head = np.full(ncell[0] * ncell[1] * ncell[2], -1, dtype=np.int64)
-    nxt = np.full(n, -1, dtype=np.int64)
-    for i in range(n):
-        cz = vox[i, 0] // cell[0]
-        cy = vox[i, 1] // cell[1]
-        cx = vox[i, 2] // cell[2]
-        hit = False
-        for gz in range(max(cz - 1, 0), min(cz + 2, ncell[0])):
-            for gy in range(max(cy - 1, 0), min(cy + 2, ncell[1])):
-                for gx in range(max(cx - 1, 0), min(cx + 2, ncell[2])):
-                    j = head[(gz * ncell[1] + gy) * ncell[2] + gx]
-                    while j >= 0:
-                        a = (vox[j, 0] - vox[i, 0]) / md[0]
-                        b = (vox[j, 1] - vox[i, 1]) / md[1]
-                        c = (vox[j, 2] - vox[i, 2]) / md[2]
-                        if a * a + b * b + c * c < 1.0:
-                            hit = True
-                            break
-                        j = nxt[j]
-                    if hit:
-                        break
-                if hit:
-                    break
-            if hit:
-                break
-        if not hit:
-            keep[i] = True
-            g = (cz * ncell[1] + cy) * ncell[2] + cx
-            nxt[i] = head[g]
-            head[g] = i
-    return keep
+    return _suppress_cells(vox, md, cell, ncell)
 
 
 @njit(cache=True, inline="always")
@@ -297,8 +265,8 @@ def _refine(d, vox, method):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _suppress_cells(vox, md, cell, ncell):  # pragma: no cover - compiled
-    """Greedy min-distance suppression like ``_suppress`` on a grid of given cells (each >= md on its axis);
-    ``vox`` relative to the grid origin, sorted best first. Used with few cells for sparse candidates."""
+    """Greedy min-distance suppression on a grid of given cells (each >= md on its axis), ``vox`` relative to the
+    grid origin and sorted best first: a peak is dropped when a kept one lies within the ellipsoid ``md``."""
     n = vox.shape[0]
     keep = np.zeros(n, dtype=np.bool_)
     head = np.full(ncell[0] * ncell[1] * ncell[2], -1, dtype=np.int64)
