@@ -101,11 +101,11 @@ def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv") -> li
 @click.option("--axes", metavar="AXES", help="Axes of the file when its metadata is wrong or missing, e.g. TZYX.")
 @click.option("--tile", metavar="Z,Y,X",
               help="Largest block sent to the network at once. Default: automatic. Example: 10,256,256")
-@click.option("--refine", type=click.Choice(["gaussian", "lsq", "parabolic", "centroid", "none"]), default="gaussian",
+@click.option("--refine", type=click.Choice(["lsq", "gaussian", "parabolic", "centroid", "none"]), default="lsq",
               show_default=True,
-              help="Sub-voxel refinement of each peak: per-axis log-Gaussian 3-point (gaussian), log-quadratic "
-                   "least squares over 3x3x3 (lsq, more robust on noisy or wide maps), parabolic, "
-                   "intensity-weighted centroid, or none (integer voxels).")
+              help="Sub-voxel refinement of each peak: log-Gaussian fit by least squares over the 3x3x3 "
+                   "neighbourhood (lsq), per-axis log-Gaussian 3-point (gaussian), parabolic, intensity-weighted "
+                   "centroid, or none (integer voxels).")
 @click.option("--level", type=click.IntRange(min=0), default=0, show_default=True,
               help="Resolution level of an OME-Zarr pyramid (0: full resolution).")
 @click.option("--scheduler", metavar="ADDRESS",

@@ -22,7 +22,7 @@ from .peaks import find_candidates, suppress
 from .peaks import warmup as warmup_peaks
 from .spots import Spots
 
-REFINEMENTS = ("gaussian", "lsq", "parabolic", "centroid", "none")
+REFINEMENTS = ("lsq", "gaussian", "parabolic", "centroid", "none")
 Triple = tuple[float, float, float]
 
 
@@ -64,7 +64,8 @@ class Detector:
     model: path to an exported model, a loaded :class:`Model`, or None for the model shipped in the package.
     device: "auto" (CUDA when it really works, else CPU), "cpu" or "cuda".
     threshold / min_distance: override the model's tuned defaults (density units; voxels, z,y,x).
-    refine: sub-voxel refinement, "gaussian" (default, per-axis log-Gaussian), "parabolic", "centroid" or "none".
+    refine: sub-voxel refinement, "lsq" (default: log-Gaussian fit by least squares over the 3x3x3 neighbourhood),
+        "gaussian" (per-axis log-Gaussian 3-point), "parabolic", "centroid" or "none".
     tile: largest core (z,y,x) sent to the network at once; None chooses from the volume size.
     """
 
@@ -75,7 +76,7 @@ class Detector:
         device: str = "auto",
         threshold: float | None = None,
         min_distance: float | Iterable[float] | None = None,
-        refine: str = "gaussian",
+        refine: str = "lsq",
         tile: Iterable[int] | None = None,
         threads: int | None = None,
     ) -> None:

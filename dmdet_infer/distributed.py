@@ -35,7 +35,7 @@ class DetectorSpec:
     device: str = "cpu"
     threshold: float | None = None
     min_distance: tuple[float, float, float] | None = None
-    refine: str = "gaussian"
+    refine: str = "lsq"
     tile: tuple[int, int, int] | None = None
     threads: int | None = None
 
