@@ -14,7 +14,6 @@ No torch here (models run through ``dmdet_infer``'s ONNX Runtime :class:`Detecto
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,7 +23,7 @@ import numpy as np
 from dmdet_infer.peaks import Peaks, find_peaks
 from training.matching import score, summarise
 from training.sef3d import log_response
-from training.simulate import PTC_DENSITIES, PTC_SHAPE, PTC_SNRS, SimParams, simulate
+from training.simulate import PTC_DENSITIES, PTC_SNRS, benchmark_item
 
 Item = tuple[np.ndarray, np.ndarray, dict]
 
@@ -87,19 +86,9 @@ def split_item(
     """Item ``index`` of an evaluation split: the cell layout of :func:`training.simulate.benchmark_item`
     (SNR-major, then density; counts per 512x512x10 scaled to ``shape``) with rng SeedSequence([seed, split,
     index + 1]) (see SPLIT_VALIDATION / SPLIT_TEST)."""
-    densities = dict(PTC_DENSITIES if densities is None else densities)
-    names = list(densities)
-    cell, k = divmod(int(index), int(n_per_cell))
-    si, di = divmod(cell, len(names))
-    if si >= len(snrs):
-        raise IndexError(f"index {index} out of range for {len(snrs) * len(names) * n_per_cell} items")
-    params = dataclasses.replace(SimParams(snr=float(snrs[si])), **overrides)  # type: ignore[arg-type]
-    scale = float(np.prod(params.shape)) / float(np.prod(PTC_SHAPE))
-    params.n_particles = int(round(densities[names[di]] * scale))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(split), int(index) + 1]))
-    vol, pos = simulate(params, rng)
-    meta = {"seed": int(seed), "split": int(split), "index": int(index), "snr": params.snr, "density": names[di],
-            "replicate": k, "params": dataclasses.asdict(params)}
+    vol, pos, meta = benchmark_item(seed, index, n_per_cell, tuple(snrs), None if densities is None else
+                                    dict(densities), entropy=(seed, split, index + 1), **overrides)
+    meta["split"] = int(split)
     return vol, pos, meta
 
 

@@ -221,13 +221,15 @@ def benchmark_item(
     n_per_cell: int,
     snrs: tuple[float, ...] = PTC_SNRS,
     densities: dict[str, int] | None = None,
+    entropy: tuple[int, ...] | None = None,
     **overrides: object,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Item ``index`` of a benchmark set; depends only on (seed, index, cell layout, overrides).
 
     Cells are ordered SNR-major then density; index = (snr_i * n_densities + density_i) * n_per_cell + k.
     Density counts are per 512x512x10 and scale with the volume of ``shape``.
-    The rng is ``default_rng(SeedSequence([seed, index]))``, so different seeds give disjoint splits.
+    The rng is ``default_rng(SeedSequence(entropy))`` with ``entropy`` ``(seed, index)`` unless given, so
+    different seeds give disjoint splits.
     """
     densities = dict(PTC_DENSITIES if densities is None else densities)
     names = list(densities)
@@ -238,7 +240,8 @@ def benchmark_item(
     params = dataclasses.replace(SimParams(snr=float(snrs[si])), **overrides)  # type: ignore[arg-type]
     scale = float(np.prod(params.shape)) / float(np.prod(PTC_SHAPE))
     params.n_particles = int(round(densities[names[di]] * scale))
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+    words = (seed, index) if entropy is None else entropy
+    rng = np.random.default_rng(np.random.SeedSequence([int(w) for w in words]))
     vol, pos = simulate(params, rng)
     meta = {
         "seed": int(seed),
