@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 Shape3 = tuple[int, int, int]
+Region = tuple[slice, slice, slice]
 
 #: Largest number of voxels sent to the network at once when no tile is given (keeps CPU memory below ~2 GB
 #: for a width-16 network; a 10x512x512 stack goes through whole).
@@ -28,12 +29,8 @@ def _round_up(n: int, m: int) -> int:
 class Tile:
     """One block: ``read`` (with halo, in padded-volume coordinates) and ``core`` (kept, in volume coordinates)."""
 
-    read: tuple[slice, slice, slice]
-    core: tuple[slice, slice, slice]
-
-    @property
-    def core_in_read(self) -> tuple[slice, slice, slice]:
-        return tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(self.core, self.read))
+    read: Region
+    core: Region
 
 
 def auto_tile(shape: Shape3, halo: Shape3, stride: Shape3, max_voxels: int = DEFAULT_MAX_VOXELS) -> Shape3:
@@ -52,26 +49,11 @@ def plan(shape: Shape3, tile: Shape3, halo: Shape3, stride: Shape3) -> list[Tile
     """Tiles covering ``shape`` with cores of at most ``tile`` voxels (rounded up to the stride)."""
     padded = [_round_up(s, st) for s, st in zip(shape, stride)]
     axes = []
-    for size, pad_size, t, h, st in zip(shape, padded, tile, halo, stride):
+    for size, pad_size, t, st in zip(shape, padded, tile, stride):
         t = max(_round_up(min(int(t), pad_size), st), st)
-        spans = []
-        for start in range(0, size, t):
-            stop = min(start + t, size)
-            lo = max(0, (start - h) // st * st)
-            hi = min(pad_size, _round_up(start + t + h, st))
-            spans.append((slice(lo, hi), slice(start, stop)))
-        axes.append(spans)
-    return [
-        Tile(read=(z[0], y[0], x[0]), core=(z[1], y[1], x[1]))
-        for z in axes[0] for y in axes[1] for x in axes[2]
-    ]
-
-
-def read_block(volume: np.ndarray, read: tuple[slice, slice, slice]) -> tuple[np.ndarray, tuple]:
-    """The part of ``read`` inside the volume, and the zero padding that completes it beyond the far end."""
-    inside = tuple(slice(s.start, min(s.stop, n)) for s, n in zip(read, volume.shape))
-    pad = tuple((0, s.stop - i.stop) for s, i in zip(read, inside))
-    return volume[inside], pad
+        axes.append([slice(start, min(start + t, size)) for start in range(0, size, t)])
+    cores = [(z, y, x) for z in axes[0] for y in axes[1] for x in axes[2]]
+    return [Tile(read=read_window(core, shape, halo, stride), core=core) for core in cores]
 
 
 def predict(
@@ -89,16 +71,8 @@ def predict(
     """
     out = np.empty(volume.shape, np.float32)
     for t in plan(volume.shape, tile, halo, stride):
-        block, pad = read_block(volume, t.read)
-        x = prepare(block)
-        if any(p[1] for p in pad):
-            x = np.pad(x, pad)
-        out[t.core] = run(x)[t.core_in_read]
+        out[t.core] = predict_region(volume, run, prepare, t.core, halo, stride)[0]
     return out
-
-
-
-Region = tuple[slice, slice, slice]
 
 
 def grow(core: Region, margin: Shape3, shape: Shape3) -> Region:
