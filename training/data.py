@@ -1,8 +1,7 @@
 """Training data: reproducible simulated (or annotated) stacks, normalisation, targets, random crops.
 
 Inputs are normalised exactly as at inference: :data:`NORMALISATION` (median/MAD of the whole stack) through
-``dmdet_infer.normalise.normalise`` when it is importable; :func:`normalise_median_mad` is this module's own copy
-(same formula, used as a fallback and checked against dmdet_infer's in tests).
+``dmdet_infer.normalise.normalise``, the same code the inference package runs.
 """
 
 from __future__ import annotations
@@ -17,35 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from dmdet_infer.normalise import normalise as infer_normalise
 from training.config import DataSpec
 
 NORMALISATION: dict[str, Any] = {"method": "median_mad"}
-MAD_TO_SD = 1.4826
 SPLITS = ("train", "val", "test")
 
 
-def normalise_median_mad(volume: np.ndarray) -> np.ndarray:
-    """(x - median) / (1.4826 * MAD) over the whole volume, float32 (std if MAD is 0, zeros if constant)."""
-    v = np.asarray(volume, dtype=np.float64)
-    med = float(np.median(v))
-    scale = MAD_TO_SD * float(np.median(np.abs(v - med)))
-    if scale == 0.0:
-        scale = float(v.std())
-    if scale == 0.0:
-        return np.zeros(v.shape, np.float32)
-    return ((v - med) / scale).astype(np.float32)
-
-
 def normalise(volume: np.ndarray, spec: dict[str, Any] | None = None) -> np.ndarray:
-    """Normalise like inference does (dmdet_infer.normalise if available, else the local median/MAD copy)."""
-    spec = NORMALISATION if spec is None else spec
-    try:
-        from dmdet_infer.normalise import normalise as infer_normalise
-    except ImportError:  # pragma: no cover - dmdet_infer is part of this repository
-        if spec.get("method") != "median_mad":
-            raise
-        return normalise_median_mad(volume)
-    return infer_normalise(volume, spec)
+    """Normalise exactly as inference does (``dmdet_infer.normalise``); default :data:`NORMALISATION`."""
+    return infer_normalise(volume, NORMALISATION if spec is None else spec)
 
 
 @dataclass
