@@ -29,6 +29,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from _reference_peaks import find_peaks_reference  # noqa: E402
 
 from dmdet_infer.peaks import find_peaks  # noqa: E402
+from training.targets import density_target  # noqa: E402
 
 SHAPE = (10, 512, 512)
 N_SPOTS = 1000
@@ -40,15 +41,7 @@ MIN_DISTANCE = (1.5, 3.0, 3.0)
 
 def gaussian_map(rng, shape, centres, sigma, noise=0.0) -> np.ndarray:
     """Max-combined point-sampled Gaussians with peak 1 at ``centres`` (+ independent Gaussian noise)."""
-    d = np.zeros(shape, np.float32)
-    r = np.ceil(3 * np.asarray(sigma)).astype(int)
-    for c in centres:
-        lo = np.maximum(np.floor(c).astype(int) - r, 0)
-        hi = np.minimum(np.floor(c).astype(int) + r + 2, shape)
-        g = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        v = np.exp(-sum((g[a] - c[a]) ** 2 / (2 * sigma[a] ** 2) for a in range(3)))
-        sl = tuple(slice(lo[a], hi[a]) for a in range(3))
-        d[sl] = np.maximum(d[sl], v)
+    d = density_target(shape, centres, tuple(sigma))
     if noise:
         d += (noise * rng.standard_normal(shape)).astype(np.float32)
     return d

@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dmdet_infer.metadata import ModelInfo, to_props
+from training import simulate
 
 OPSET = 17
 
@@ -92,11 +93,8 @@ def smoothing_model(
 def render_spots(shape, positions, amplitude=60.0, background=10.0, sigma_zyx=(1.0, 1.5, 1.5), seed=0,
                  noise=True) -> np.ndarray:
     """A small synthetic stack (Poisson noise) with Gaussian spots at ``positions`` (N,3 zyx)."""
-    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
-    image = np.full(shape, background, np.float64)
-    for p in np.asarray(positions, float):
-        r2 = sum(((g - c) / s) ** 2 for g, c, s in zip(grids, p, sigma_zyx))
-        image += amplitude * np.exp(-0.5 * r2)
+    image = background + simulate.render_spots(tuple(shape), np.asarray(positions, float).reshape(-1, 3),
+                                                tuple(sigma_zyx), amplitude)
     if noise:
         image = np.random.default_rng(seed).poisson(image)
     return image.astype(np.float32)

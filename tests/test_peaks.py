@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dmdet_infer.peaks import REFINE_METHODS, Peaks, find_peaks, warmup
+from training.targets import density_target
 
 _REF = Path(__file__).resolve().parents[1] / "benchmarks" / "_reference_peaks.py"
 
@@ -26,15 +27,7 @@ def _spots(rng, sigma, noise=0.0, spacing=(8, 10, 10), grid=(2, 16, 16)):
     axes = [np.arange(g) * s + s / 2 for s, g in zip(spacing, grid)]
     centres = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     centres = centres + rng.uniform(-0.5, 0.5, centres.shape)
-    d = np.zeros(shape, np.float32)
-    r = np.ceil(3 * np.asarray(sigma)).astype(int)
-    for c in centres:
-        lo = np.maximum(np.floor(c).astype(int) - r, 0)
-        hi = np.minimum(np.floor(c).astype(int) + r + 2, shape)
-        g = np.ogrid[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        v = np.exp(-sum((g[a] - c[a]) ** 2 / (2 * sigma[a] ** 2) for a in range(3)))
-        sl = tuple(slice(lo[a], hi[a]) for a in range(3))
-        d[sl] = np.maximum(d[sl], v)
+    d = density_target(shape, centres, tuple(sigma))
     if noise:
         d += (noise * rng.standard_normal(shape)).astype(np.float32)
     return d, centres
