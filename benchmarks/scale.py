@@ -86,11 +86,17 @@ def write_volume(path: Path, shape, fmt: str, frames: int | None = None, seed: i
 def child(args) -> None:
     """Detect one file in this process and print wall time, spots and peak RSS as JSON."""
     from dmdet_infer import Detector
+    from dmdet_infer.tiling import plan
     from dmdet_infer.zarr_io import read_input
 
     t0 = time.perf_counter()
     stack = read_input(args.child)
     tile = tuple(int(v) for v in args.tile.split(",")) if args.tile else None
+    det = Detector(args.model, device="cpu", tile=tile)
+    frame = stack.data.shape[1:]
+    core = det.tile_shape(frame)
+    tiles = plan(frame, core, det.info.halo_zyx, det.info.stride_zyx)
+    read = sum(int(np.prod([s.stop - s.start for s in t.read])) for t in tiles)
     if args.workers:
         from dmdet_infer.distributed import DetectorSpec, connect, detect_many
 
@@ -98,19 +104,24 @@ def child(args) -> None:
         with connect(None, args.workers) as client:
             (spots,) = detect_many(client, [args.child], spec)
     else:
-        spots = Detector(args.model, device="cpu", tile=tile).detect_stack(stack)
+        spots = det.detect_stack(stack)
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+    if args.csv:
+        spots.to_csv(args.csv)
     print(json.dumps({"wall_s": wall, "spots": len(spots), "peak_rss_bytes": rss,
-                      "voxels": int(np.prod(stack.data.shape))}))
+                      "voxels": int(np.prod(stack.data.shape)), "tile": list(core), "tiles_per_frame": len(tiles),
+                      "read_overhead": read / float(np.prod(frame))}))
 
 
-def run_child(path: Path, model: str, tile: str | None, workers: int | None = None) -> dict:
+def run_child(path: Path, model: str, tile: str | None, workers: int | None = None, csv: Path | None = None) -> dict:
     cmd = [sys.executable, __file__, "--child", str(path), "--model", model]
     if tile:
         cmd += ["--tile", tile]
     if workers:
         cmd += ["--workers", str(workers)]
+    if csv:
+        cmd += ["--csv", str(csv)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"child failed on {path}:\n{proc.stderr[-2000:]}")
@@ -147,6 +158,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=None, help="time-lapse frames (default 100, 10 with --small)")
     ap.add_argument("--dir", type=Path, help="where to write the volumes (default: a temp folder)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--csv", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
@@ -155,39 +167,73 @@ def main() -> None:
     frames = args.frames or (10 if args.small else 100)
     frame_shape = (4, 64, 64) if args.small else (10, 512, 512)
     workers = args.workers or min(os.cpu_count() or 1, 2 if args.small else 64)
-    tile = args.tile or ("4,32,32" if args.small else None)
+    tile = args.tile
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
         model = args.model or default_model(tmp)
-        rows = []
+        rows, paths = [], []
         suffix = ".zarr" if args.format == "zarr" else ".tif"
         for shape in sizes:
             path = write_volume(tmp / f"v{'x'.join(map(str, shape))}{suffix}", shape, args.format)
-            row = {"shape": list(shape), "file_bytes": _size(path), **run_child(path, model, tile)}
+            paths.append(path)
+            row = {"shape": list(shape), "file_bytes": _size(path),
+                   **run_child(path, model, tile, csv=tmp / f"{path.stem}.csv")}
             rows.append(row)
             print(f"{row['shape']}: {row['wall_s']:.2f} s, {row['voxels_per_s'] / 1e6:.2f} Mvox/s, "
-                  f"peak RSS {row['peak_rss_bytes'] / 2**20:.0f} MiB, {row['spots']} spots", flush=True)
-        fit = {"rss_vs_voxels": exponent([r["voxels"] for r in rows], [r["peak_rss_bytes"] for r in rows]),
-               "time_vs_voxels": exponent([r["voxels"] for r in rows], [r["wall_s"] for r in rows])}
-        print(f"exponents: RSS ~ voxels^{fit['rss_vs_voxels']:.2f}, time ~ voxels^{fit['time_vs_voxels']:.2f}")
-        dist = run_child(path, model, tile, workers)
-        dist["speedup"] = rows[-1]["wall_s"] / dist["wall_s"]
-        dist["spots_equal"] = dist["spots"] == rows[-1]["spots"]
-        print(f"LocalCluster x{workers}: {dist['wall_s']:.2f} s, speed-up {dist['speedup']:.2f}, "
-              f"same spot count: {dist['spots_equal']}")
+                  f"peak RSS {row['peak_rss_bytes'] / 2**20:.0f} MiB, {row['spots']} spots, tile {row['tile']} "
+                  f"x{row['tiles_per_frame']} (reads {row['read_overhead']:.2f}x the voxels)", flush=True)
+        voxels = [r["voxels"] for r in rows]
+        fit = {"rss_vs_voxels": exponent(voxels, [r["peak_rss_bytes"] for r in rows]),
+               "time_vs_voxels": exponent(voxels, [r["wall_s"] for r in rows]),
+               "time_vs_voxels_read": exponent([v * r["read_overhead"] for v, r in zip(voxels, rows)],
+                                               [r["wall_s"] for r in rows])}
+        print(f"exponents: RSS ~ voxels^{fit['rss_vs_voxels']:.2f}, time ~ voxels^{fit['time_vs_voxels']:.3f} "
+              f"(~ voxels read^{fit['time_vs_voxels_read']:.3f})", flush=True)
+
+        # tiled (forced small tiles) against whole-volume on the smallest size
+        small_tile = "4,32,32" if args.small else "10,128,128"
+        tiled = run_child(paths[0], model, small_tile, csv=tmp / "tiled.csv")
+        check = {"shape": rows[0]["shape"], "tile": small_tile, "tiles": tiled["tiles_per_frame"],
+                 **compare(tmp / f"{paths[0].stem}.csv", tmp / "tiled.csv")}
+        print(f"tiled {small_tile} ({tiled['tiles_per_frame']} tiles) vs whole on {rows[0]['shape']}: "
+              f"same spots {check['same_spots']} (max shift {check['max_shift']:.2e})", flush=True)
+
+        # LocalCluster against one process (the largest size with --small, else the middle one: the largest
+        # would take as long again)
+        di = len(rows) - 1 if args.small or len(rows) < 3 else len(rows) - 2
+        dist = run_child(paths[di], model, tile, workers, csv=tmp / "dist.csv")
+        dist.update({"shape": rows[di]["shape"], "speedup": rows[di]["wall_s"] / dist["wall_s"],
+                     **compare(tmp / f"{paths[di].stem}.csv", tmp / "dist.csv")})
+        print(f"LocalCluster x{workers} on {rows[di]['shape']}: {dist['wall_s']:.2f} s, speed-up "
+              f"{dist['speedup']:.2f}, same spots: {dist['same_spots']}", flush=True)
+
         movie = write_volume(tmp / f"movie{suffix}", frame_shape, args.format, frames=frames)
         lapse = {"frames": frames, "frame_shape": list(frame_shape), "file_bytes": _size(movie),
                  **run_child(movie, model, tile)}
+        one = next((r for r in rows if tuple(r["shape"]) == tuple(frame_shape)), None)
+        if one is not None:
+            lapse["rss_vs_one_frame"] = lapse["peak_rss_bytes"] / one["peak_rss_bytes"]
         print(f"time-lapse {frames}x{frame_shape}: {lapse['wall_s']:.2f} s, peak RSS "
-              f"{lapse['peak_rss_bytes'] / 2**20:.0f} MiB for a {lapse['file_bytes'] / 2**20:.0f} MiB file")
+              f"{lapse['peak_rss_bytes'] / 2**20:.0f} MiB for a {lapse['file_bytes'] / 2**20:.0f} MiB file"
+              + (f" ({lapse['rss_vs_one_frame']:.2f}x one frame's run)" if one else ""), flush=True)
     out = ROOT / "benchmarks" / "results" / f"scale{'_small' if args.small else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
         "cpus": os.cpu_count(), "model": model if args.model else "default", "format": args.format,
-        "tile": tile, "sizes": rows, "exponents": fit, "distributed": {"workers": workers, **dist},
-        "timelapse": lapse}, indent=2))
+        "tile": tile or "auto", "sizes": rows, "exponents": fit, "tiled_vs_whole": check,
+        "distributed": {"workers": workers, **dist}, "timelapse": lapse}, indent=2))
     print(f"wrote {out}")
+
+
+def compare(a: Path, b: Path) -> dict:
+    """Whether two spot tables hold the same spots (positions within 1e-3 voxel)."""
+    za, zb = (np.loadtxt(p, delimiter=",", skiprows=1, usecols=(0, 1, 2), ndmin=2) for p in (a, b))
+    if za.shape != zb.shape:
+        return {"same_spots": False, "max_shift": float("inf"), "spots": [len(za), len(zb)]}
+    za, zb = za[np.lexsort(za.T[::-1])], zb[np.lexsort(zb.T[::-1])]
+    shift = float(np.abs(za - zb).max()) if len(za) else 0.0
+    return {"same_spots": shift <= 1e-3, "max_shift": shift, "spots": [len(za), len(zb)]}
 
 
 def _size(path: Path) -> int:

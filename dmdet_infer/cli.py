@@ -101,6 +101,9 @@ def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv") -> li
 @click.option("--axes", metavar="AXES", help="Axes of the file when its metadata is wrong or missing, e.g. TZYX.")
 @click.option("--tile", metavar="Z,Y,X",
               help="Largest block sent to the network at once. Default: automatic. Example: 10,256,256")
+@click.option("--tile-memory", type=click.FloatRange(min=0.05), metavar="GIB",
+              help="Most memory one tile may use, in GiB, when --tile is not given. Default: a quarter of the "
+                   "free RAM (of the free GPU memory with CUDA), at most 2. Example: --tile-memory 8")
 @click.option("--refine", type=click.Choice(["lsq", "gaussian", "parabolic", "centroid", "none"]), default="lsq",
               show_default=True,
               help="Sub-voxel refinement of each peak: log-Gaussian fit by least squares over the 3x3x3 "
@@ -122,21 +125,23 @@ def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv") -> li
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary; errors only.")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_versions,
               help="Show dmdet, onnxruntime and numba versions and the providers that really work, then exit.")
-def main(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, refine, level,
-         scheduler, workers, preview, truth, quiet):
+def main(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, tile_memory,
+         refine, level, scheduler, workers, preview, truth, quiet):
     """Find fluorescent particles in 3D stacks (TIFF, OME-TIFF, ImageJ hyperstacks) and write one spot table
     (z,y,x,score,intensity in voxels; frame for time-lapses; z_um,y_um,x_um when the voxel size is known) per
     stack. Zarr / OME-Zarr stores are read lazily; --workers/--scheduler spread tiles and frames over a dask
     cluster."""
+    tile_bytes = None if tile_memory is None else tile_memory * 2**30
     try:
         if scheduler or workers:
             if preview:
                 raise InputError("--preview is not available with --scheduler/--workers; run without them")
             code = _run_distributed(inputs, output, model_path, device, threshold, min_distance, voxel_size,
-                                    channel, axes, tile, refine, level, scheduler, workers, quiet)
+                                    channel, axes, tile, refine, level, scheduler, workers, quiet,
+                                    tile_memory=tile_bytes)
         else:
             code = _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes,
-                        tile, refine, quiet, level, preview, truth)
+                        tile, refine, quiet, level, preview, truth, tile_memory=tile_bytes)
     except DmdetError as exc:
         _error(exc)
         code = exc.exit_code
@@ -159,7 +164,7 @@ def _input_paths(inputs) -> list[Path]:
 
 
 def _run_distributed(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile,
-                     refine, level, scheduler, workers, quiet) -> int:
+                     refine, level, scheduler, workers, quiet, tile_memory=None) -> int:
     from .distributed import DetectorSpec, connect, detect_many
 
     min_distance = _triple(min_distance, "--min-distance")
@@ -169,7 +174,7 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
     targets = _outputs(paths, output)
     threads = None if scheduler else max(1, (os.cpu_count() or 1) // workers)
     spec = DetectorSpec(None if model_path is None else str(Path(model_path).resolve()), device, threshold,
-                        min_distance, refine, tile, threads)
+                        min_distance, refine, tile, threads, tile_memory)
     spec.build()  # bad options and models fail here, in one line, before a cluster starts
     code = 0
     with connect(scheduler, workers) as client:
@@ -190,7 +195,7 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
 
 
 def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, refine,
-         quiet, level=0, preview=None, truth=None) -> int:
+         quiet, level=0, preview=None, truth=None, tile_memory=None) -> int:
     from .detector import Detector
     from .io import read_points
     from .zarr_io import read_input
@@ -203,7 +208,7 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
     pictures = _outputs(paths, preview, ".png") if preview else [None] * len(paths)
     truth_zyx = read_points(truth) if truth else None
     detector = Detector(model_path, device=device, threshold=threshold, min_distance=min_distance, refine=refine,
-                        tile=tile)
+                        tile=tile, tile_memory=tile_memory)
     code = 0
     several = len(paths) > 1
     with _progress(len(paths), "stacks", quiet or not several) as bar:
@@ -212,9 +217,9 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
                 stack = read_input(path, channel=channel, axes=axes, level=level)
                 if voxel_size is not None:
                     stack = dataclasses.replace(stack, voxel_size_um=voxel_size)
-                frames = stack.data.shape[0]
-                with _progress(frames, f"{path.name} frames", quiet or frames < 2) as frame_bar:
-                    spots = detector.detect_stack(stack, progress=frame_bar)
+                tiles = detector.n_tiles(stack)
+                with _progress(tiles, f"{path.name} tiles", quiet or tiles < 2) as tile_bar:
+                    spots = detector.detect_stack(stack, progress=tile_bar)
                 spots.to_csv(target)
                 if picture is not None:
                     _write_preview(picture, stack, spots, truth_zyx)

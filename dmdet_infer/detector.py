@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import normalise, tiling
+from . import memory, normalise, tiling
 from .errors import InputError, where
 from .io import Stack, check_finite
 from .model import Model
@@ -66,7 +66,9 @@ class Detector:
     threshold / min_distance: override the model's tuned defaults (density units; voxels, z,y,x).
     refine: sub-voxel refinement, "lsq" (default: log-Gaussian fit by least squares over the 3x3x3 neighbourhood),
         "gaussian" (per-axis log-Gaussian 3-point), "parabolic", "centroid" or "none".
-    tile: largest core (z,y,x) sent to the network at once; None chooses from the volume size.
+    tile: largest core (z,y,x) sent to the network at once; None chooses it from the volume size and the memory
+        (a quarter of the free RAM, or of the free GPU memory on CUDA, at most ``tile_memory`` bytes per tile,
+        default 2 GiB; measured once, when the detector is made).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Detector:
         refine: str = "lsq",
         tile: Iterable[int] | None = None,
         threads: int | None = None,
+        tile_memory: float | None = None,
     ) -> None:
         self.model = model if isinstance(model, Model) else Model(model, device=device, threads=threads)
         info = self.model.info
@@ -93,6 +96,10 @@ class Detector:
         self.tile = None if tile is None else tuple(int(t) for t in tile)
         if self.tile is not None and (len(self.tile) != 3 or min(self.tile) < 1):
             raise InputError(f"--tile needs three positive sizes Z,Y,X, got {tile!r}")
+        if tile_memory is not None and not tile_memory > 0:
+            raise InputError(f"--tile-memory must be positive, got {tile_memory!r}")
+        width = info.config.get("width") if isinstance(info.config, dict) else None
+        self.max_tile_voxels = memory.tile_voxels(width, self.model.on_cuda, tile_memory)
 
     @property
     def info(self):
@@ -112,7 +119,8 @@ class Detector:
 
     def tile_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         """The core size used for a volume of ``shape``: ``tile`` when given, else from the model and size."""
-        return self.tile or tiling.auto_tile(tuple(shape), self.info.halo_zyx, self.info.stride_zyx)
+        info = self.info
+        return self.tile or tiling.auto_tile(tuple(shape), info.halo_zyx, info.stride_zyx, self.max_tile_voxels)
 
     def cores(self, shape: tuple[int, ...]) -> list[tiling.Region]:
         """The tile cores covering a volume of ``shape``, in raster order."""
@@ -174,18 +182,30 @@ class Detector:
         voxel_size_um: Iterable[float] | None = None,
         *,
         path: object | None = None,
+        progress=None,
     ) -> Spots:
         """Spots of one ZYX volume (numpy array, memmap, or a lazy array such as zarr/dask, read tile by tile).
 
-        Memory is bounded by the tile size: each tile's density is searched for peaks and dropped."""
+        Memory is bounded by the tile size: each tile's density is searched for peaks and dropped.
+        ``progress`` (anything with ``update(n)``) is advanced by one per tile."""
         if not all(hasattr(volume, a) for a in ("shape", "dtype", "__getitem__")):
             volume = np.asarray(volume)
         size = None if voxel_size_um is None else as_triple(voxel_size_um, "voxel size")
         check_volume(volume, path)
         stats = self.stats(volume)
+        cores = self.cores(volume.shape)
         if stats[1] == 0.0:
+            if progress is not None:
+                progress.update(len(cores))
             return Spots.empty(size)
-        return self.merge((self.tile_candidates(volume, core, stats) for core in self.cores(volume.shape)), size)
+
+        def parts() -> Iterator[TileCandidates]:
+            for core in cores:
+                yield self.tile_candidates(volume, core, stats)
+                if progress is not None:
+                    progress.update(1)
+
+        return self.merge(parts(), size)
 
     def detect_frames(
         self, frames: Iterable[np.ndarray], voxel_size_um: Iterable[float] | None = None
@@ -194,16 +214,18 @@ class Detector:
         for index, frame in enumerate(frames):
             yield self.detect(frame, voxel_size_um).with_frame(index)
 
+    def n_tiles(self, stack: Stack) -> int:
+        """Tiles in all frames of ``stack``: the length of :meth:`detect_stack`'s progress."""
+        return stack.data.shape[0] * len(self.cores(stack.data.shape[1:]))
+
     def detect_stack(self, stack: Stack, progress=None) -> Spots:
         """Spots of a :class:`Stack` read from a file; frames stream one at a time (``progress`` is advanced
-        by one per frame when given)."""
+        by one per tile, :meth:`n_tiles` in all)."""
         size = stack.voxel_size_um
         parts = []
         for index in range(stack.data.shape[0]):
-            spots = self.detect(stack.data[index], size, path=_frame_name(stack, index))
+            spots = self.detect(stack.data[index], size, path=_frame_name(stack, index), progress=progress)
             parts.append(spots.with_frame(index) if stack.has_time else spots)
-            if progress is not None:
-                progress.update(1)
         if not parts:
             raise InputError(where(stack.path, "no frames in the file"))
         return Spots.concat(parts) if len(parts) > 1 else parts[0]

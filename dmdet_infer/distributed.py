@@ -38,10 +38,11 @@ class DetectorSpec:
     refine: str = "lsq"
     tile: tuple[int, int, int] | None = None
     threads: int | None = None
+    tile_memory: float | None = None
 
     def build(self) -> Detector:
         return Detector(self.model, device=self.device, threshold=self.threshold, min_distance=self.min_distance,
-                        refine=self.refine, tile=self.tile, threads=self.threads)
+                        refine=self.refine, tile=self.tile, threads=self.threads, tile_memory=self.tile_memory)
 
 
 @dataclass(frozen=True)

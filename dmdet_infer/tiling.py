@@ -8,6 +8,7 @@ models use frozen normalisation statistics) the stitched map then equals the who
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,16 +34,59 @@ class Tile:
     core: Region
 
 
+@functools.lru_cache(maxsize=64)
 def auto_tile(shape: Shape3, halo: Shape3, stride: Shape3, max_voxels: int = DEFAULT_MAX_VOXELS) -> Shape3:
-    """The largest core (z whole where possible, then square y/x) whose tile with halo fits ``max_voxels``."""
+    """The core size whose tiles (halo included) hold at most ``max_voxels`` and read the fewest voxels in all.
+
+    A volume that fits goes through whole. Otherwise every split of z into equal cores is tried, each with the
+    largest square y/x core that fits, and the plan reading the fewest voxels (halos re-read) wins.
+    """
     padded = [_round_up(s, st) for s, st in zip(shape, stride)]
     if int(np.prod(padded)) <= max_voxels:
-        return tuple(padded)
-    tz = padded[0] if padded[0] <= 64 else _round_up(32, stride[0])
-    zin = min(padded[0], tz + 2 * halo[0])
-    side = int(np.sqrt(max_voxels / max(zin, 1))) - 2 * max(halo[1], halo[2])
-    side = max(side, 4 * max(stride[1], stride[2]), 16)
-    return (tz, _round_up(min(side, padded[1]), stride[1]), _round_up(min(side, padded[2]), stride[2]))
+        return tuple(padded)  # type: ignore[return-value]
+    best: tuple[float, Shape3] | None = None
+    min_side = max(4 * max(stride[1], stride[2]), 16)
+    for nz in range(1, -(-padded[0] // stride[0]) + 1):
+        tz = _round_up(-(-padded[0] // nz), stride[0])
+        if best is not None and tz < min(padded[0], 2 * halo[0]) / 4:
+            break  # thinner z cores only add halo
+        ez = _max_extent(shape[0], tz, halo[0], stride[0])
+        side = _round_up(min_side, stride[1])
+        while True:  # grow the y/x side while the tile fits
+            nxt = side + stride[1]
+            if nxt > max(padded[1], padded[2]) or ez * _max_extent(shape[1], nxt, halo[1], stride[1]) * \
+                    _max_extent(shape[2], nxt, halo[2], stride[2]) > max_voxels:
+                break
+            side = nxt
+        tile = (tz, _balanced(padded[1], side, stride[1]), _balanced(padded[2], side, stride[2]))
+        cost = float(np.prod([_total_read(n, t, h, st) for n, t, h, st in zip(shape, tile, halo, stride)]))
+        if best is None or cost < best[0]:
+            best = (cost, tile)
+    return best[1]  # type: ignore[index]
+
+
+def _balanced(size: int, t: int, st: int) -> int:
+    """Core size no larger than ``t`` that splits ``size`` into equal parts (no thin last core)."""
+    n = -(-size // max(t, 1))
+    return min(_round_up(-(-size // n), st), size)
+
+
+def _axis_cores(size: int, t: int) -> list[slice]:
+    return [slice(start, min(start + t, size)) for start in range(0, size, t)]
+
+
+def _extent(core: slice, size: int, h: int, st: int) -> slice:
+    """Read window of one core along one axis (see :func:`read_window`)."""
+    return slice(max(0, (core.start - h) // st * st), min(_round_up(size, st), _round_up(core.stop + h, st)))
+
+
+def _max_extent(size: int, t: int, h: int, st: int) -> int:
+    return max(e.stop - e.start for e in (_extent(c, size, h, st) for c in _axis_cores(size, t)))
+
+
+def _total_read(size: int, t: int, h: int, st: int) -> int:
+    """Voxels read along one axis by all cores of size ``t`` (plans are Cartesian products of the axes)."""
+    return sum(e.stop - e.start for e in (_extent(c, size, h, st) for c in _axis_cores(size, t)))
 
 
 def plan(shape: Shape3, tile: Shape3, halo: Shape3, stride: Shape3) -> list[Tile]:
@@ -50,8 +94,7 @@ def plan(shape: Shape3, tile: Shape3, halo: Shape3, stride: Shape3) -> list[Tile
     padded = [_round_up(s, st) for s, st in zip(shape, stride)]
     axes = []
     for size, pad_size, t, st in zip(shape, padded, tile, stride):
-        t = max(_round_up(min(int(t), pad_size), st), st)
-        axes.append([slice(start, min(start + t, size)) for start in range(0, size, t)])
+        axes.append(_axis_cores(size, max(_round_up(min(int(t), pad_size), st), st)))
     cores = [(z, y, x) for z in axes[0] for y in axes[1] for x in axes[2]]
     return [Tile(read=read_window(core, shape, halo, stride), core=core) for core in cores]
 
@@ -82,12 +125,7 @@ def grow(core: Region, margin: Shape3, shape: Shape3) -> Region:
 
 def read_window(region: Region, shape: Shape3, halo: Shape3, stride: Shape3) -> Region:
     """Stride-aligned block (padded-volume coordinates) holding ``region`` plus ``halo`` of context."""
-    out = []
-    for r, n, h, st in zip(region, shape, halo, stride):
-        lo = max(0, (r.start - h) // st * st)
-        hi = min(_round_up(n, st), _round_up(r.stop + h, st))
-        out.append(slice(lo, hi))
-    return tuple(out)
+    return tuple(_extent(r, n, h, st) for r, n, h, st in zip(region, shape, halo, stride))  # type: ignore[return-value]
 
 
 def predict_region(

@@ -167,3 +167,26 @@ def test_timelapse_memmap_streams_frame_by_frame(pooled_model_path, tmp_path):
     file_size = (tmp_path / "m80.tif").stat().st_size
     assert peaks[80] < file_size / 4, (peaks, file_size)
     assert peaks[80] < 1.5 * peaks[5] + 64 * 1024, peaks
+
+
+class _Counter:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, n):
+        self.n += n
+
+
+def test_progress_counts_tiles_and_the_tile_follows_the_memory_budget(pooled_model_path, tmp_path):
+    stack = _movie(tmp_path / "m.tif", 3, shape=(4, 64, 64))
+    small = Detector(pooled_model_path, device="cpu", tile_memory=1.0)
+    small.max_tile_voxels = 4 * 40 * 40  # as if little memory were free: several tiles per frame
+    tiles = small.n_tiles(stack)
+    assert tiles > 3 and tiles == 3 * len(small.cores(stack.data.shape[1:]))
+    counter = _Counter()
+    spots = small.detect_stack(stack, progress=counter)
+    assert counter.n == tiles
+    whole = Detector(pooled_model_path, device="cpu")
+    assert whole.n_tiles(stack) == 3  # plenty of memory: one tile per frame
+    ref = whole.detect_stack(stack)
+    assert len(spots) == len(ref) and np.allclose(np.sort(spots.zyx, 0), np.sort(ref.zyx, 0), atol=1e-3)

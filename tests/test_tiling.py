@@ -23,12 +23,38 @@ def test_cores_cover_the_volume_once_and_reads_align_to_the_stride(shape, tile, 
     assert (count == 1).all()
 
 
+def _reads(shape, tile, halo, stride):
+    tiles = tiling.plan(shape, tile, halo, stride)
+    sizes = [int(np.prod([s.stop - s.start for s in t.read])) for t in tiles]
+    return max(sizes), sum(sizes)
+
+
 def test_auto_tile_whole_for_small_and_bounded_for_large():
     assert tiling.auto_tile((10, 512, 512), (15, 32, 32), (1, 4, 4)) == (10, 512, 512)
     tile = tiling.auto_tile((200, 4096, 4096), (15, 32, 32), (1, 4, 4))
-    zin, yin, xin = tile[0] + 30, tile[1] + 64, tile[2] + 64
-    assert zin * yin * xin <= 1.5 * tiling.DEFAULT_MAX_VOXELS
+    assert _reads((200, 4096, 4096), tile, (15, 32, 32), (1, 4, 4))[0] <= tiling.DEFAULT_MAX_VOXELS
     assert tile[1] % 4 == 0 and tile[2] % 4 == 0
+
+
+@pytest.mark.parametrize("shape,budget", [((100, 4096, 4096), 9_000_000), ((40, 2048, 2048), 9_000_000),
+                                          ((1000, 512, 512), 9_000_000), ((10, 2048, 2048), 2_000_000)])
+def test_auto_tile_fits_the_budget_and_reads_less_than_simple_rules(shape, budget):
+    halo, stride = (15, 36, 36), (1, 4, 4)
+    tile = tiling.auto_tile(shape, halo, stride, budget)
+    biggest, total = _reads(shape, tile, halo, stride)
+    assert biggest <= budget
+    # no candidate a person would try (whole z or 32-slice cores, the largest square that fits) reads less
+    for tz in {min(shape[0], 32), shape[0]}:
+        zin = min(shape[0], tz + 2 * halo[0])
+        side = (int(np.sqrt(budget / zin)) - 2 * halo[1]) // 4 * 4
+        if side >= 16:
+            simple = (tz, side, side)
+            if _reads(shape, simple, halo, stride)[0] <= budget:
+                assert total <= _reads(shape, simple, halo, stride)[1]
+    # cores are balanced: the last one along y/x is not a sliver
+    cores = [t.core for t in tiling.plan(shape, tile, halo, stride)]
+    widths = {c[2].stop - c[2].start for c in cores}
+    assert min(widths) >= 0.75 * max(widths)
 
 
 @pytest.mark.parametrize("shape,tile", [((6, 45, 37), (2, 8, 12)), ((10, 64, 64), (10, 32, 32)),
