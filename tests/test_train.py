@@ -127,3 +127,52 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     for key in a["model"]:
         assert torch.allclose(a["model"][key].float(), b["model"][key].float(), atol=1e-5), key
+
+
+def test_frozen_norms_train_as_the_exported_operator():
+    from training.network import DetNet3D, fold_norms, freeze_norms
+
+    net = DetNet3D(width=4)
+    for m in net.modules():  # non-trivial running statistics
+        if isinstance(m, torch.nn.InstanceNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running" in k}
+    freeze_norms(net)
+    net.train()
+    x = torch.randn(2, 1, 4, 16, 16)
+    out = net(x)
+    out.mean().backward()
+    assert all(torch.equal(before[k], net.state_dict()[k]) for k in before)  # statistics never move
+    with torch.no_grad():
+        assert torch.allclose(out, fold_norms(net)(x), atol=1e-6)  # training output == exported operator
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_online_sampler_draws_fresh_reproducible_stacks_outside_the_pool():
+    from training.data import OnlineSampler, simulate_item
+
+    spec = DataSpec(n_stacks=8, shape=(10, 64, 64), online=True)
+    a = OnlineSampler(spec, "density", (1.0, 1.5, 1.5), (8, 32, 32), 3, np.random.default_rng(0))
+    xa, ya = a.sample()
+    assert a.position == 3 and xa.shape == (3, 1, 8, 32, 32) and float(ya.max()) <= 1.0
+    b = OnlineSampler(spec, "density", (1.0, 1.5, 1.5), (8, 32, 32), 3, np.random.default_rng(0))
+    xb, _ = b.sample()
+    assert torch.equal(xa, xb)  # reproducible
+    resumed = OnlineSampler(spec, "density", (1.0, 1.5, 1.5), (8, 32, 32), 3, np.random.default_rng(0), position=3)
+    assert resumed.position == 3
+    pool = {simulate_item(spec, i)[0].tobytes() for i in range(spec.n_stacks)}
+    assert simulate_item(spec, spec.n_stacks + 0)[0].tobytes() not in pool
+    with pytest.raises(ValueError, match="online"):
+        TrainConfig(data=DataSpec(source="annotations", folder="x", online=True))
+
+
+def test_frozen_online_training_runs_and_resumes(tmp_path):
+    cfg = tiny_config(norm="frozen", max_steps=4, val_every=2,
+                      data=DataSpec(n_stacks=4, shape=(10, 64, 64), online=True))
+    train(cfg, tmp_path / "run", progress=False)
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert last["sampler_position"] == 4 * cfg.batch
+    cfg.max_steps = 6
+    train(cfg, tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["sampler_position"] == 6 * cfg.batch

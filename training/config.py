@@ -11,6 +11,7 @@ from typing import Any
 LOSSES = ("awing", "awing_noweight", "mse", "mse_noweight", "binary")
 TARGETS = ("density", "binary")
 SOURCES = ("simulated", "annotations")
+NORMS = ("instance", "frozen")
 
 
 @dataclass
@@ -23,6 +24,8 @@ class DataSpec:
     (None = randomised). ``annotations``: every stack + CSV pair in ``folder`` (training.annotations).
     Items are split by index: the first ``split[0]`` fraction trains, the next ``split[1]`` validates, the rest
     is the test split. ``cache_dir``: keep simulated items as .npz there (keyed by the spec) to skip re-simulating.
+    ``online`` (simulated only): training batches come from fresh stacks, item ``n_stacks + k`` for the k-th
+    crop, so training never sees a stack twice (no over-fitting to a pool); validation and test stay the pool's.
     """
 
     source: str = "simulated"
@@ -35,12 +38,19 @@ class DataSpec:
     split: tuple[float, float, float] = (0.5, 0.25, 0.25)
     folder: str | None = None
     cache_dir: str | None = None
+    online: bool = False
 
     def describe(self) -> str:
         if self.source == "annotations":
             return f"annotated stacks from {self.folder} (split {self.split})"
         snr = "random SNR (sample_params)" if self.snr is None else f"SNR {self.snr}"
         density = "random density" if self.density is None else f"density {self.density}"
+        if self.online:
+            return (
+                f"fresh simulated PTC-virus-like stacks {tuple(self.shape)} every batch (training.simulate, seed "
+                f"{self.seed}, {'random SNR' if self.snr is None else f'SNR {self.snr}'}); validation: items of "
+                f"the {self.n_stacks}-stack pool, split {tuple(self.split)}"
+            )
         return (
             f"{self.n_stacks} simulated PTC-virus-like stacks {tuple(self.shape)} (training.simulate, seed "
             f"{self.seed}, {snr}, {density}{', nuisances' if self.nuisance else ''}); split {tuple(self.split)}"
@@ -56,6 +66,7 @@ class TrainConfig:
     width: int = 16
     levels: int = 3
     z_pool: bool = False
+    norm: str = "instance"  # "frozen": train with fixed running statistics (the exported operator)
     # targets and loss
     target: str = "density"
     sigma_zyx: tuple[float, float, float] = (1.0, 1.5, 1.5)
@@ -94,6 +105,10 @@ class TrainConfig:
             raise ValueError(f"config target must be one of {TARGETS}, got {self.target!r}")
         if (self.loss == "binary") != (self.target == "binary"):
             raise ValueError("config: loss 'binary' goes with target 'binary' (and only with it)")
+        if self.norm not in NORMS:
+            raise ValueError(f"config norm must be one of {NORMS}, got {self.norm!r}")
+        if self.data.online and self.data.source != "simulated":
+            raise ValueError("config data.online needs data.source 'simulated'")
         if self.monitor not in ("f1", "loss"):
             raise ValueError(f"config monitor must be 'f1' or 'loss', got {self.monitor!r}")
         if self.data.source not in SOURCES:

@@ -146,11 +146,14 @@ class CropSampler:
         self.flips = flips
         self.transpose = transpose and self.crop[1] == self.crop[2]
 
+    def _draw(self) -> Item:
+        return self.items[int(self.rng.integers(len(self.items)))]
+
     def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(input, target) tensors of shape (batch, 1, *crop)."""
         xs, ys = [], []
         for _ in range(self.batch):
-            item = self.items[int(self.rng.integers(len(self.items)))]
+            item = self._draw()
             start = [int(self.rng.integers(s - c + 1)) for s, c in zip(item.volume.shape, self.crop)]
             sl = tuple(slice(a, a + c) for a, c in zip(start, self.crop))
             x, y = item.volume[sl], item.target[sl]
@@ -163,6 +166,45 @@ class CropSampler:
             xs.append(np.ascontiguousarray(x))
             ys.append(np.ascontiguousarray(y))
         return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys)[:, None])
+
+
+class OnlineSampler(CropSampler):
+    """Random training batches from freshly simulated stacks: item ``n_stacks + k`` gives the k-th crop.
+
+    Items depend only on (spec, index), so a resumed run (``position`` goes into the checkpoint) continues the
+    same stream; indices never collide with the pool's validation/test items.
+    """
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        target: str,
+        sigma_zyx: tuple[float, float, float],
+        crop: tuple[int, int, int],
+        batch: int,
+        rng: np.random.Generator,
+        flips: bool = True,
+        transpose: bool = True,
+        position: int = 0,
+    ) -> None:
+        if any(c > s for c, s in zip(crop, spec.shape)):
+            raise ValueError(f"crop {tuple(crop)} is larger than the simulated stacks {tuple(spec.shape)}")
+        self.spec = dataclasses.replace(spec, cache_dir=None)
+        self.target_kind = target
+        self.sigma_zyx = tuple(sigma_zyx)
+        self.position = int(position)
+        self.crop = tuple(int(c) for c in crop)
+        self.batch = int(batch)
+        self.rng = rng
+        self.flips = flips
+        self.transpose = transpose and self.crop[1] == self.crop[2]
+
+    def _draw(self) -> Item:
+        volume, positions, meta = simulate_item(self.spec, self.spec.n_stacks + self.position)
+        self.position += 1
+        positions = np.asarray(positions, np.float64).reshape(-1, 3)
+        vol = normalise(volume)
+        return Item(vol, make_target(self.target_kind, vol.shape, positions, self.sigma_zyx), positions, meta)
 
 
 def pad_to_stride(volume: np.ndarray, stride: tuple[int, int, int]) -> np.ndarray:

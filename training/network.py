@@ -4,9 +4,10 @@ enc(w) -> pool -> enc(2w) -> pool -> bottleneck(4w) -> up -> dec(2w) -> up -> de
 Pooling and upsampling are (1, 2, 2) by default: PTC stacks have only 10 slices, so z is never pooled.
 
 Normalisation is :class:`InstanceNorm` (``InstanceNorm3d(affine=True, track_running_stats=True)``): per-instance
-statistics while training (as in the paper), running statistics in ``eval()``. With running statistics the
-network is a purely local operator, which is what exact tiled inference needs; :func:`set_norm_mode` switches
-evaluation to per-instance statistics to measure what that costs.
+statistics while training (as in the paper), running statistics in ``eval()``; :func:`freeze_norms` trains with
+the running statistics fixed (config ``norm: "frozen"``, the fine-tuning stage of the shipped model). With running
+statistics the network is a purely local operator, which is what exact tiled inference needs;
+:func:`set_norm_mode` switches evaluation to per-instance statistics to measure what that costs.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ class InstanceNorm(nn.InstanceNorm3d):
     def __init__(self, channels: int) -> None:
         super().__init__(channels, affine=True, track_running_stats=True)
         self.use_instance_stats_in_eval = False
+        self.frozen = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frozen:  # the exported operator: fixed running statistics, trainable affine
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         if self.training or not self.use_instance_stats_in_eval:
             return super().forward(x)
         return F.instance_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
@@ -101,6 +105,17 @@ def set_norm_mode(model: nn.Module, mode: str) -> None:
     for m in model.modules():
         if isinstance(m, InstanceNorm):
             m.use_instance_stats_in_eval = mode == "instance"
+
+
+def freeze_norms(model: nn.Module, frozen: bool = True) -> None:
+    """Train (and evaluate) with the running statistics fixed: the network is then exactly what is exported.
+
+    Used to fine-tune an instance-norm network in its export mode (per-instance statistics are not a local
+    operator, so exported models fold the running ones; training in that mode removes the mismatch).
+    """
+    for m in model.modules():
+        if isinstance(m, InstanceNorm):
+            m.frozen = frozen
 
 
 class ChannelAffine(nn.Module):

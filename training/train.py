@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from training.config import TrainConfig
-from training.data import CropSampler, Item, load_split, pad_to_stride
+from training.data import CropSampler, Item, OnlineSampler, load_split, pad_to_stride
 from training.losses import make_loss
-from training.network import DetNet3D, count_params, receptive_halo, set_norm_mode, stride
+from training.network import DetNet3D, count_params, freeze_norms, receptive_halo, set_norm_mode, stride
 
 FINE_THRESHOLDS = tuple(round(0.02 * i, 2) for i in range(1, 50))
 
@@ -189,9 +189,10 @@ def train(
     cfg.save(out / "config.json")
 
     model = build_model(cfg)
+    freeze_norms(model, cfg.norm == "frozen")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), amsgrad=True)
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
-    step, best, best_step, bad, elapsed, history = 0, None, 0, 0, 0.0, []
+    step, best, best_step, bad, elapsed, history, position = 0, None, 0, 0, 0.0, [], 0
     resumed = (out / "last.pt").exists() and not restart
     if resumed:
         ck = load_checkpoint(out / "last.pt")
@@ -203,14 +204,20 @@ def train(
         torch.set_rng_state(ck["torch_rng"])
         step, best, best_step, bad = ck["step"], ck["best_score"], ck["best_step"], ck["bad_validations"]
         elapsed, history = ck["elapsed_s"], list(ck["history"])
+        position = int(ck.get("sampler_position", 0))
     elif cfg.init_from:
         model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
 
-    train_items = load_split(cfg.data, "train", cfg.target, cfg.sigma_zyx, progress)
     val_items = load_split(cfg.data, "val", cfg.target, cfg.sigma_zyx, progress)
     if not val_items:
         raise ValueError("the validation split is empty: increase data.n_stacks or data.split[1]")
-    sampler = CropSampler(train_items, cfg.crop, cfg.batch, rng, cfg.flips, cfg.transpose)
+    sampler: CropSampler
+    if cfg.data.online:
+        sampler = OnlineSampler(cfg.data, cfg.target, cfg.sigma_zyx, cfg.crop, cfg.batch, rng, cfg.flips,
+                                cfg.transpose, position)
+    else:
+        train_items = load_split(cfg.data, "train", cfg.target, cfg.sigma_zyx, progress)
+        sampler = CropSampler(train_items, cfg.crop, cfg.batch, rng, cfg.flips, cfg.transpose)
     loss_fn = make_loss(cfg.loss, cfg.T, cfg.lam, cfg.binary_mode)
 
     def checkpoint(path: Path) -> None:
@@ -220,6 +227,7 @@ def train(
                 "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "best_score": best, "best_step": best_step, "bad_validations": bad, "elapsed_s": elapsed,
                 "history": history, "config": cfg.to_dict(),
+                "sampler_position": getattr(sampler, "position", 0),
             },
             path,
         )
