@@ -4,7 +4,7 @@
     python benchmarks/scale.py                         # 10x512x512, 40x2048x2048, 100x4096x4096 (needs ~4 GB disk)
     python benchmarks/scale.py --model runs/best.onnx --workers 4 --format zarr
 
-For each size a simulated uint16 stack (Poisson background 10, Gaussian spots, ~1 spot per 2e5 voxels) is written
+For each size a simulated uint16 stack (Poisson background 10, Gaussian spots, ~1 spot per 2e4 voxels) is written
 slab by slab to a TIFF (memory-mapped on reading) or a Zarr store, then detected in a fresh subprocess that reports
 its wall time and peak RSS (``resource.getrusage``). The exponent of RSS ~ voxels**k (least squares in log-log) says
 whether memory is bounded (k ~ 0) or follows the volume (k ~ 1). Then the largest size once more on a dask
@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 FULL = [(10, 512, 512), (40, 2048, 2048), (100, 4096, 4096)]
 SMALL = [(4, 64, 64), (8, 128, 128), (10, 256, 256)]
-SPOT_DENSITY = 1 / 2e5
+SPOT_DENSITY = 1 / 2e4  # about a tenth of the PTC "mid" density
 
 
 def _slab(shape, z0, nz, rng, positions, amp=60.0, sigma=(1.0, 1.5, 1.5)):

@@ -176,3 +176,20 @@ def test_frozen_online_training_runs_and_resumes(tmp_path):
     cfg.max_steps = 6
     train(cfg, tmp_path / "run", progress=False)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["sampler_position"] == 6 * cfg.batch
+
+
+def test_cli_init_from_starts_from_the_given_weights(tmp_path):
+    from click.testing import CliRunner
+
+    from training.__main__ import main
+
+    cfg = tiny_config(max_steps=2, val_every=2, data=DataSpec(n_stacks=4, shape=(10, 32, 32)))
+    train(cfg, tmp_path / "base", progress=False)
+    cfg.max_steps = 0
+    cfg.save(tmp_path / "ft.json")
+    result = CliRunner().invoke(main, ["train", "--config", str(tmp_path / "ft.json"), "--out", str(tmp_path / "ft"),
+                                       "--init-from", str(tmp_path / "base" / "best.pt")])
+    assert result.exit_code == 0, result.output
+    base, ft = load_checkpoint(tmp_path / "base" / "best.pt"), load_checkpoint(tmp_path / "ft" / "best.pt")
+    assert ft["config"]["init_from"] == str(tmp_path / "base" / "best.pt")
+    assert all(torch.equal(base["model"][k], ft["model"][k]) for k in base["model"])

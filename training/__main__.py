@@ -21,8 +21,10 @@ def main() -> None:
 @click.option("--max-steps", type=int, default=None, help="override the config's max_steps")
 @click.option("--max-minutes", type=float, default=None, help="override the config's max_minutes")
 @click.option("--threads", type=int, default=None, help="torch threads (default: all cores)")
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="start from this checkpoint's weights (fine-tuning), overriding the config's init_from")
 def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_minutes: float | None,
-          threads: int | None) -> None:
+          threads: int | None, init_from: str | None) -> None:
     """Train a network from a JSON config; resumes from OUT/last.pt when it exists."""
     from training.config import TrainConfig
     from training.train import train as run
@@ -34,6 +36,8 @@ def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_
         cfg.max_minutes = max_minutes
     if threads is not None:
         cfg.threads = threads
+    if init_from is not None:
+        cfg.init_from = init_from
     run(cfg, Path(out), restart=restart)
 
 
