@@ -16,7 +16,7 @@ import numpy as np
 
 from . import memory, normalise, tiling
 from .errors import InputError, where
-from .io import Stack, check_finite
+from .io import Stack, check_finite, release_pages
 from .model import Model
 from .peaks import find_candidates, suppress
 from .peaks import warmup as warmup_peaks
@@ -202,6 +202,7 @@ class Detector:
         def parts() -> Iterator[TileCandidates]:
             for core in cores:
                 yield self.tile_candidates(volume, core, stats)
+                release_pages(volume)  # a memmapped input must not pile up in resident memory
                 if progress is not None:
                     progress.update(1)
 

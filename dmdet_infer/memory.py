@@ -1,8 +1,10 @@
 """How many voxels one tile may hold: from free RAM (or free GPU memory on CUDA) and the network's width.
 
 The network's working memory grows with the voxels of a tile, at roughly ``BYTES_PER_VOXEL_PER_CHANNEL`` bytes per
-first-level channel (measured with ONNX Runtime on CPU: 157-199 bytes per voxel for width 8, tiles of 0.16-5 M
-voxels), plus the raw block, its normalised copy and the density map. A tile gets a quarter of the memory
+first-level channel (measured with ONNX Runtime 1.32 on CPU without its memory arena, as dmdet_infer.model runs it:
+903 MiB for a 40x484x484 tile of the width-8 network, 101 bytes per voxel, the same for the edge tiles' shapes;
+with the arena it was 196 bytes per voxel and grew to 2073 MiB over four tile shapes), plus the raw block, its
+normalised copy and the density map. A tile gets a quarter of the memory
 available when the detector starts, and at most ``MAX_TILE_BYTES`` unless the caller allows more.
 """
 
@@ -11,8 +13,8 @@ from __future__ import annotations
 import ctypes
 import os
 
-#: Working bytes per voxel per first-level channel of the network (w8: ~190 B/voxel measured; rounded up).
-BYTES_PER_VOXEL_PER_CHANNEL = 26
+#: Working bytes per voxel per first-level channel of the network (w8: 101 B/voxel measured; rounded up).
+BYTES_PER_VOXEL_PER_CHANNEL = 14
 #: Raw block (up to 4 bytes), normalised float32 copy and float32 density map.
 BYTES_PER_VOXEL_IO = 12
 #: Default cap on one tile's working memory (keeps the whole process under ~3 GB on any machine).

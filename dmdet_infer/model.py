@@ -56,6 +56,9 @@ class Model:
             raise InputError(where(self.path, "model file not found"))
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # No CPU memory arena: tiles of a few shapes (edges) made the arena grow to 2x one tile's need; plain
+        # allocations measured half the peak memory at the same speed (dmdet_infer.memory).
+        options.enable_cpu_mem_arena = False
         if threads:
             options.intra_op_num_threads = int(threads)
         providers = _providers(device)

@@ -190,3 +190,23 @@ def test_progress_counts_tiles_and_the_tile_follows_the_memory_budget(pooled_mod
     assert whole.n_tiles(stack) == 3  # plenty of memory: one tile per frame
     ref = whole.detect_stack(stack)
     assert len(spots) == len(ref) and np.allclose(np.sort(spots.zyx, 0), np.sort(ref.zyx, 0), atol=1e-3)
+
+
+def _rss_mib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS"))
+
+
+def test_release_pages_keeps_a_memmapped_input_out_of_resident_memory(tmp_path):
+    from dmdet_infer.io import release_pages
+
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, np.ones((32, 1024, 1024), np.uint16), imagej=True, metadata={"axes": "ZYX"})
+    volume = read_stack(path).data[0]
+    start = _rss_mib()
+    for y in range(0, 1024, 128):
+        np.asarray(volume[:, y:y + 128]).sum()
+    assert _rss_mib() - start > 48  # reading 64 MiB mapped it in
+    release_pages(volume)
+    assert _rss_mib() - start < 16
+    release_pages(np.zeros(3))  # not a memmap: nothing to do
