@@ -42,7 +42,6 @@ import contextlib
 import functools
 import importlib.metadata
 import importlib.util
-import json
 import sys
 import time
 import warnings
@@ -59,12 +58,10 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.table1 import (  # noqa: E402
     SEF3D_KS,
-    _clean,
     _mean_seconds,
     _shape_arg,
-    _write_atomic,
-    figure,
     machine_info,
+    write_report,
 )
 from training import evaluate as ev  # noqa: E402
 from training.matching import score  # noqa: E402
@@ -513,13 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(Path(f"{out}.md"), text.encode())
-    _write_atomic(Path(f"{out}.json"), json.dumps(_clean(report), indent=1).encode())
-    figure(labelled, crlb, Path(f"{out}.png"))
-    print(text)
-    print(f"wrote {out}.md, {out}.json, {out}.png", file=sys.stderr)
+    write_report(Path(args.out), text, report, labelled, crlb)
     return 0
 
 

@@ -197,6 +197,16 @@ def figure(results: dict[str, list[dict]], crlb: dict[float, float], path: Path)
 # ------------------------------------------------------------------------------------------------ run
 
 
+def write_report(out: Path, text: str, report: dict, results: dict[str, list[dict]], crlb: dict[float, float]) -> None:
+    """OUT.md (``text``), OUT.json (``report``) and OUT.png (F1/RMSE vs SNR of ``results``), each atomically."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(Path(f"{out}.md"), text.encode())
+    _write_atomic(Path(f"{out}.json"), json.dumps(_clean(report), indent=1).encode())
+    figure(results, crlb, Path(f"{out}.png"))
+    print(text)
+    print(f"wrote {out}.md, {out}.json, {out}.png", file=sys.stderr)
+
+
 def _mean_seconds(res: list[dict], key: str = "seconds") -> float:
     vals = [r[key] for r in res if key in r]
     return float(np.mean(vals)) if vals else float("nan")
@@ -305,13 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "results": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(Path(f"{out}.md"), text.encode())
-    _write_atomic(Path(f"{out}.json"), json.dumps(_clean(report), indent=1).encode())
-    figure(results, crlb, Path(f"{out}.png"))
-    print(text)
-    print(f"wrote {out}.md, {out}.json, {out}.png", file=sys.stderr)
+    write_report(Path(args.out), text, report, results, crlb)
     return 0
 
 

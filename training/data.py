@@ -111,12 +111,15 @@ def load_split(
 
             it = tqdm(idx, desc=f"simulating {split}", leave=False)
         raw = [simulate_item(spec, i) for i in it]
-    items = []
-    for volume, positions, meta in raw:
-        positions = np.asarray(positions, np.float64).reshape(-1, 3)
-        vol = normalise(volume)
-        items.append(Item(vol, make_target(target, vol.shape, positions, sigma_zyx), positions, meta))
-    return items
+    return [make_item(volume, positions, meta, target, sigma_zyx) for volume, positions, meta in raw]
+
+
+def make_item(volume: np.ndarray, positions: np.ndarray, meta: dict[str, Any], target: str,
+              sigma_zyx: tuple[float, float, float]) -> Item:
+    """A training item from a raw stack: normalised input and its target."""
+    positions = np.asarray(positions, np.float64).reshape(-1, 3)
+    vol = normalise(volume)
+    return Item(vol, make_target(target, vol.shape, positions, sigma_zyx), positions, meta)
 
 
 class CropSampler:
@@ -140,6 +143,10 @@ class CropSampler:
             if any(c > s for c, s in zip(crop, item.volume.shape)):
                 raise ValueError(f"crop {tuple(crop)} is larger than a training stack {item.volume.shape}")
         self.items = items
+        self._batches(crop, batch, rng, flips, transpose)
+
+    def _batches(self, crop: tuple[int, int, int], batch: int, rng: np.random.Generator, flips: bool,
+                 transpose: bool) -> None:
         self.crop = tuple(int(c) for c in crop)
         self.batch = int(batch)
         self.rng = rng
@@ -193,18 +200,12 @@ class OnlineSampler(CropSampler):
         self.target_kind = target
         self.sigma_zyx = tuple(sigma_zyx)
         self.position = int(position)
-        self.crop = tuple(int(c) for c in crop)
-        self.batch = int(batch)
-        self.rng = rng
-        self.flips = flips
-        self.transpose = transpose and self.crop[1] == self.crop[2]
+        self._batches(crop, batch, rng, flips, transpose)
 
     def _draw(self) -> Item:
         volume, positions, meta = simulate_item(self.spec, self.spec.n_stacks + self.position)
         self.position += 1
-        positions = np.asarray(positions, np.float64).reshape(-1, 3)
-        vol = normalise(volume)
-        return Item(vol, make_target(self.target_kind, vol.shape, positions, self.sigma_zyx), positions, meta)
+        return make_item(volume, positions, meta, self.target_kind, self.sigma_zyx)
 
 
 def pad_to_stride(volume: np.ndarray, stride: tuple[int, int, int]) -> np.ndarray:
