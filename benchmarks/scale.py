@@ -6,8 +6,8 @@
 
 For each size a simulated uint16 stack (Poisson background 10, Gaussian spots, ~1 spot per 2e4 voxels) is written
 slab by slab to a TIFF (memory-mapped on reading) or a Zarr store, then detected in a fresh subprocess that reports
-its wall time and peak RSS (VmHWM, see ``peak_rss_bytes``). The exponent of RSS ~ voxels**k (least squares in log-log) says
-whether memory is bounded (k ~ 0) or follows the volume (k ~ 1). Then the largest size once more on a dask
+its wall time and peak RSS (VmHWM, see ``peak_rss_bytes``). The exponent of RSS ~ voxels**k (least squares in
+log-log) says whether memory is bounded (k ~ 0) or follows the volume (k ~ 1). Then the largest size once more on a dask
 LocalCluster of ``--workers`` processes (speed-up against one process), and a time-lapse of ``--frames`` frames of
 10x512x512 streamed from one TZYX TIFF (its RSS against the file size). Without ``--model`` the model shipped in
 the package is used, or the tests' smoothing network when there is none. Writes JSON to

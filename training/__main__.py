@@ -23,8 +23,10 @@ def main() -> None:
 @click.option("--threads", type=int, default=None, help="torch threads (default: all cores)")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="start from this checkpoint's weights (fine-tuning), overriding the config's init_from")
+@click.option("--data", "data_folder", type=click.Path(exists=True, file_okay=False), default=None,
+              help="train on the stack.tif + stack.csv pairs in this folder (data.source 'annotations')")
 def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_minutes: float | None,
-          threads: int | None, init_from: str | None) -> None:
+          threads: int | None, init_from: str | None, data_folder: str | None) -> None:
     """Train a network from a JSON config; resumes from OUT/last.pt when it exists."""
     from training.config import TrainConfig
     from training.train import train as run
@@ -38,6 +40,8 @@ def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_
         cfg.threads = threads
     if init_from is not None:
         cfg.init_from = init_from
+    if data_folder is not None:
+        cfg.data.source, cfg.data.folder, cfg.data.online = "annotations", data_folder, False
     run(cfg, Path(out), restart=restart)
 
 
@@ -49,9 +53,11 @@ def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_
 @click.option("--threshold", type=float, default=None, help="default: the tuned threshold in the checkpoint")
 @click.option("--n-stacks", type=int, default=None, help="override data.n_stacks")
 @click.option("--shape", default=None, help="override data.shape, e.g. 10,512,512")
+@click.option("--data", "data_folder", type=click.Path(exists=True, file_okay=False), default=None,
+              help="score on the stack.tif + stack.csv pairs in this folder instead of the checkpoint's data")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write the scores as JSON")
 def evaluate(checkpoint: str, split: str, norm: str, threshold: float | None, n_stacks: int | None,
-             shape: str | None, output: str | None) -> None:
+             shape: str | None, data_folder: str | None, output: str | None) -> None:
     """Score a checkpoint on a split of its data spec (overall and per SNR level)."""
     from training.train import evaluate as run
 
@@ -60,6 +66,8 @@ def evaluate(checkpoint: str, split: str, norm: str, threshold: float | None, n_
         overrides["n_stacks"] = n_stacks
     if shape is not None:
         overrides["shape"] = tuple(int(v) for v in shape.split(","))
+    if data_folder is not None:
+        overrides.update(source="annotations", folder=data_folder, online=False)
     from export.onnx_export import _json_safe
 
     result = _json_safe(run(checkpoint, split, norm, threshold, overrides))
