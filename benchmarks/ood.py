@@ -100,12 +100,11 @@ def detections(model: str | None, tifs: list[Path]) -> list[tuple[np.ndarray, np
 
 def scores(found, threshold: float) -> dict:
     """Mean per-stack F1 and RMSE at ``threshold``."""
-    from training.matching import score
+    from training.matching import score, summarise
 
     s = [score(zyx[sc > threshold], truth) for zyx, sc, truth in found]
-    rmse = [x["rmse"] for x in s if np.isfinite(x["rmse"])]
-    return {"f1": float(np.mean([x["f1"] for x in s])), "rmse": float(np.mean(rmse)) if rmse else float("nan"),
-            "f1_per_stack": [float(x["f1"]) for x in s]}
+    mean = summarise(s)
+    return {"f1": mean["f1_mean"], "rmse": mean["rmse_mean"], "f1_per_stack": [float(x["f1"]) for x in s]}
 
 
 def best_threshold(found) -> float:

@@ -119,13 +119,11 @@ def peak_rss_bytes() -> int:
 
     Not ``getrusage().ru_maxrss``: Linux carries the parent's high-water mark across fork+exec into the child's
     ru_maxrss, so a child started after the parent wrote a 3.4 GB memory-mapped file reported 3.5 GB."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    from dmdet_infer.memory import proc_bytes
+
+    found = proc_bytes("/proc/self/status", "VmHWM")
+    if found is not None:
+        return found
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux, bytes on macOS
 
 

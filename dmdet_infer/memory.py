@@ -25,15 +25,23 @@ FRACTION = 0.25
 MIN_TILE_VOXELS = 1 << 20
 
 
-def available_ram() -> int | None:
-    """Bytes of RAM available to new allocations (``MemAvailable``; None where unknown)."""
+def proc_bytes(path: str, key: str) -> int | None:
+    """A ``key: N kB`` field of a Linux /proc file (e.g. ``/proc/meminfo``, ``MemAvailable``) in bytes, or None."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def available_ram() -> int | None:
+    """Bytes of RAM available to new allocations (``MemAvailable``; None where unknown)."""
+    found = proc_bytes("/proc/meminfo", "MemAvailable")
+    if found is not None:
+        return found
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
