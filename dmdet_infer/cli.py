@@ -90,8 +90,10 @@ def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv") -> li
               help="Exported dmdet model. Default: the model shipped with dmdet.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto uses CUDA when onnxruntime-gpu really works here, else the CPU.")
-@click.option("--threshold", type=float, metavar="T",
-              help="Minimum density-map value of a spot, in [0,1). Default: the model's tuned value. "
+@click.option("--threshold", callback=lambda ctx, param, value: _threshold(value), metavar="T|auto",
+              help="Minimum density-map value of a spot, in [0,1), or 'auto': each stack's own threshold from the "
+                   "model's noise calibration (faint stacks get a lower one, bright ones a higher one). Default: "
+                   "auto when the model is calibrated (the shipped one is), else its tuned value. "
                    "Example: --threshold 0.3")
 @click.option("--min-distance", metavar="Z,Y,X",
               help="Smallest distance between two spots in voxels (one value or Z,Y,X). Example: 1,2,2")
@@ -161,6 +163,16 @@ def _input_paths(inputs) -> list[Path]:
     for spec in inputs:
         paths.extend([Path(spec)] if is_zarr(spec) else input_paths([spec]))
     return paths
+
+
+def _threshold(value: str | None) -> float | str | None:
+    """``--threshold``: None, 'auto' or a number (its range is checked by the Detector)."""
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number in [0, 1) or 'auto', got {value!r}") from None
 
 
 def _run_distributed(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile,

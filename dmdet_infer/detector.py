@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import memory, normalise, tiling
+from . import threshold as autothreshold
 from .errors import InputError, where
 from .io import Stack, check_finite, release_pages
 from .model import Model
@@ -63,7 +64,10 @@ class Detector:
 
     model: path to an exported model, a loaded :class:`Model`, or None for the model shipped in the package.
     device: "auto" (CUDA when it really works, else CPU), "cpu" or "cuda".
-    threshold / min_distance: override the model's tuned defaults (density units; voxels, z,y,x).
+    threshold: a number in [0, 1) (density units), "auto" (each volume's own threshold from the model's noise
+        calibration, :mod:`dmdet_infer.threshold`), or None: "auto" when the model is calibrated, else its tuned
+        threshold (also the fallback of "auto" when no spot stands out of the noise).
+    min_distance: overrides the model's default (voxels, z,y,x).
     refine: sub-voxel refinement, "lsq" (default: log-Gaussian fit by least squares over the 3x3x3 neighbourhood),
         "gaussian" (per-axis log-Gaussian 3-point), "parabolic", "centroid" or "none".
     tile: largest core (z,y,x) sent to the network at once; None chooses it from the volume size and the memory
@@ -76,7 +80,7 @@ class Detector:
         model: str | os.PathLike | Model | None = None,
         *,
         device: str = "auto",
-        threshold: float | None = None,
+        threshold: float | str | None = None,
         min_distance: float | Iterable[float] | None = None,
         refine: str = "lsq",
         tile: Iterable[int] | None = None,
@@ -85,9 +89,19 @@ class Detector:
     ) -> None:
         self.model = model if isinstance(model, Model) else Model(model, device=device, threads=threads)
         info = self.model.info
-        self.threshold = float(info.threshold if threshold is None else threshold)
+        self.auto = threshold == "auto" or (threshold is None and info.noise_peaks is not None)
+        if self.auto and info.noise_peaks is None:
+            raise InputError("--threshold auto needs a model with a noise calibration (dmdet.noise_peaks); this "
+                             "model has none: re-export it with python -m export, or give a number")
+        try:
+            self.threshold = float(info.threshold if threshold in (None, "auto") else threshold)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InputError(f"--threshold must be a number in [0, 1) or 'auto', got {threshold!r}") from None
         if not 0.0 <= self.threshold < 1.0:
             raise InputError(f"--threshold must be in [0, 1) (the density map is a sigmoid output), got {threshold}")
+        # candidates are searched above this; with 'auto' each volume's threshold is chosen among them (merge)
+        self.search_threshold = min(self.threshold, autothreshold.floor(info.noise_peaks)) if self.auto \
+            else self.threshold
         self.min_distance = as_triple(info.min_distance_zyx if min_distance is None else min_distance,
                                       "--min-distance")
         if refine not in REFINEMENTS:
@@ -155,7 +169,7 @@ class Detector:
                                                  region, info.halo_zyx, info.stride_zyx)
             local = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
             faces = tuple((r.start > 0, r.stop < n) for r, n in zip(region, shape))
-            found = find_candidates(density, self.threshold, self.refine, local, faces)
+            found = find_candidates(density, self.search_threshold, self.refine, local, faces)
             if not found.unresolved:
                 break
             margin = [min(2 * m, n) for m, n in zip(margin, shape)]
@@ -164,15 +178,22 @@ class Detector:
         intensity = np.asarray(raw[v[:, 0], v[:, 1], v[:, 2]], dtype=np.float32)
         return TileCandidates(found.coords + origin, v + origin, found.scores, intensity)
 
-    def merge(self, parts: Iterable[TileCandidates], voxel_size_um: Iterable[float] | None = None) -> Spots:
-        """One spot table from the candidates of all tiles of one volume: global greedy min-distance
-        suppression, best first (the same spots as ``find_peaks`` on the whole density map)."""
+    def merge(self, parts: Iterable[TileCandidates], voxel_size_um: Iterable[float] | None = None,
+              n_voxels: int | None = None) -> Spots:
+        """One spot table from the candidates of all tiles of one volume of ``n_voxels`` voxels: global greedy
+        min-distance suppression, best first (the same spots as ``find_peaks`` on the whole density map), then,
+        with the automatic threshold, the volume's own threshold (:func:`dmdet_infer.threshold.choose`)."""
         size = None if voxel_size_um is None else as_triple(voxel_size_um, "voxel size")
         parts = list(parts)
         if not parts:
             return Spots.empty(size)
         coords, voxels, scores, intensity = (np.concatenate(a) for a in zip(*parts))
         keep = suppress(voxels.reshape(-1, 3), scores, self.min_distance)
+        if self.auto:
+            if n_voxels is None:
+                raise ValueError("merge needs n_voxels with the automatic threshold")
+            chosen = autothreshold.choose(scores[keep], n_voxels, self.info.noise_peaks, self.threshold)
+            keep = keep[scores[keep] > chosen]
         c = coords.reshape(-1, 3)[keep]
         return Spots(c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy(), scores[keep], intensity[keep], None, size)
 
@@ -206,7 +227,7 @@ class Detector:
                 if progress is not None:
                     progress.update(1)
 
-        return self.merge(parts(), size)
+        return self.merge(parts(), size, int(np.prod(volume.shape)))
 
     def detect_frames(
         self, frames: Iterable[np.ndarray], voxel_size_um: Iterable[float] | None = None

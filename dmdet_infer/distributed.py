@@ -33,7 +33,7 @@ class DetectorSpec:
 
     model: str | None = None
     device: str = "cpu"
-    threshold: float | None = None
+    threshold: float | str | None = None
     min_distance: tuple[float, float, float] | None = None
     refine: str = "lsq"
     tile: tuple[int, int, int] | None = None
@@ -159,7 +159,8 @@ def detect_many(
         stack, frames = plan
         size = voxel_size_um or stack.voxel_size_um
         try:
-            parts = [local.merge(client.gather(tiles), size) for _, tiles in frames]
+            n_voxels = int(np.prod(stack.data.shape[1:]))
+            parts = [local.merge(client.gather(tiles), size, n_voxels) for _, tiles in frames]
         except DmdetError as exc:
             results.append(exc)
             continue

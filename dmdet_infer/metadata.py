@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .threshold import check as check_calibration
+
 FORMAT_VERSION = 1
 PREFIX = "dmdet."
 KINDS = ("density", "binary")
@@ -26,6 +28,7 @@ class ModelInfo:
     halo_zyx: voxels of context each side needed for an exact output (receptive field radius), for tiling.
     threshold: default peak threshold on the network output, tuned on validation data.
     sigma_zyx: standard deviations (voxels) of the target Gaussians (density models).
+    noise_peaks: the noise calibration behind ``--threshold auto`` (:mod:`dmdet_infer.threshold`), or None.
     """
 
     kind: str
@@ -40,6 +43,7 @@ class ModelInfo:
     validation_scores: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    noise_peaks: dict[str, Any] | None = None
     format_version: int = FORMAT_VERSION
 
     REQUIRED = ("kind", "normalisation", "stride_zyx", "halo_zyx", "threshold")
@@ -54,6 +58,8 @@ class ModelInfo:
             value = getattr(self, name)
             if len(value) != 3 or any(int(v) != v or v < (1 if name == "stride_zyx" else 0) for v in value):
                 raise ValueError(f"dmdet.{name} must be 3 non-negative integers (stride >= 1), got {value!r}")
+        if self.noise_peaks is not None:
+            check_calibration(self.noise_peaks)
         if self.format_version > FORMAT_VERSION:
             raise ValueError(
                 f"model format version {self.format_version} is newer than this dmdet_infer understands "

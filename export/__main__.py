@@ -15,11 +15,23 @@ import click
 @click.option("--name", default=None, help="model name stored in the metadata (default: the config's name)")
 @click.option("--threshold", type=float, default=None, help="override the tuned threshold")
 @click.option("--dynamo", is_flag=True, help="use the dynamo exporter instead of the TorchScript one")
-def main(checkpoint: str, output: str, opset: int, name: str | None, threshold: float | None, dynamo: bool) -> None:
+@click.option("--calibration-shape", default="10,512,512", show_default=True, metavar="Z,Y,X",
+              help="background-only volumes (2, Poisson) on which the noise peaks behind --threshold auto are counted")
+@click.option("--no-calibration", is_flag=True, help="skip the noise calibration (the model then has no 'auto')")
+def main(checkpoint: str, output: str, opset: int, name: str | None, threshold: float | None, dynamo: bool,
+         calibration_shape: str, no_calibration: bool) -> None:
     """Export a training checkpoint to ONNX (with dmdet metadata) and check parity with PyTorch."""
     from export.onnx_export import export_checkpoint
 
-    report = export_checkpoint(checkpoint, output, opset=opset, name=name, threshold=threshold, dynamo=dynamo)
+    try:
+        shape = tuple(int(v) for v in calibration_shape.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise click.BadParameter(f"expected Z,Y,X positive integers, got {calibration_shape!r}",
+                                 param_hint="--calibration-shape")
+    report = export_checkpoint(checkpoint, output, opset=opset, name=name, threshold=threshold, dynamo=dynamo,
+                               calibration_shape=None if no_calibration else shape)
     click.echo(json.dumps(report, indent=2, default=float))
     click.echo(f"parity: max |onnxruntime - torch| = {report['parity_max_abs_diff']:.2e} on {report['parity_shape']}")
 

@@ -7,6 +7,7 @@ and X are dynamic; inputs must be padded to multiples of ``stride_zyx``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -17,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dmdet_infer import threshold as autothreshold
+from dmdet_infer.detector import Detector
 from dmdet_infer.metadata import ModelInfo, to_props
 from training.config import TrainConfig
 from training.data import NORMALISATION
@@ -108,8 +111,12 @@ def parity(onnx_path: str | Path, model: DetNet3D, shape: tuple[int, ...] = PARI
 def export_checkpoint(
     checkpoint: str | Path, output: str | Path, opset: int = 18, name: str | None = None,
     threshold: float | None = None, dynamo: bool = False, tolerance: float = PARITY_TOLERANCE,
+    calibration_shape: tuple[int, int, int] | None = autothreshold.CALIBRATION_SHAPE,
 ) -> dict[str, Any]:
     """Write ``output`` (atomically) and return a report: size, metadata, parity with PyTorch.
+
+    ``calibration_shape``: size of the background-only volumes on which the exported model's noise peaks are
+    counted for ``--threshold auto`` (``dmdet.noise_peaks``, :func:`dmdet_infer.threshold.calibrate`); None skips it.
 
     Raises RuntimeError when the ONNX model disagrees with PyTorch by more than ``tolerance``.
     """
@@ -124,10 +131,7 @@ def export_checkpoint(
         raw = Path(tmp) / "raw.onnx"
         _export_graph(fold_norms(model), raw, opset, dynamo, example)
         proto = onnx.load(str(raw))
-        del proto.metadata_props[:]
-        for key, value in to_props(info).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
+        _set_metadata(proto, info)
         proto.producer_name = "dmdet.export"
         onnx.checker.check_model(proto, full_check=True)
         final = Path(tmp) / "model.onnx"
@@ -137,6 +141,12 @@ def export_checkpoint(
         max_diff = parity(final, model)
         if not max_diff <= tolerance:
             raise RuntimeError(f"ONNX/PyTorch parity failed: max |diff| {max_diff:.3g} > {tolerance:g}")
+        if calibration_shape is not None:
+            detector = Detector(str(final), device="cpu", threshold=autothreshold.GRID[0])
+            calibration = autothreshold.calibrate(lambda v: detector.detect(v).score, tuple(calibration_shape))
+            info = dataclasses.replace(info, noise_peaks=calibration)
+            _set_metadata(proto, info)
+            onnx.save_model(proto, str(final), save_as_external_data=False)
         os.replace(final, output)
     size = output.stat().st_size
     ops = sorted({n.op_type for n in onnx.load(str(output)).graph.node})
@@ -145,5 +155,13 @@ def export_checkpoint(
         "ops": ops, "parity_max_abs_diff": max_diff, "parity_shape": list(PARITY_SHAPE),
         "threshold": info.threshold, "threshold_tuned": "threshold" in ckpt and threshold is None,
         "stride_zyx": list(info.stride_zyx), "halo_zyx": list(info.halo_zyx), "kind": info.kind,
-        "name": info.name,
+        "name": info.name, "noise_calibration": info.noise_peaks is not None,
     }
+
+
+def _set_metadata(proto, info: ModelInfo) -> None:
+    """Replace the model's metadata_props with the ``dmdet.*`` entries of ``info``."""
+    del proto.metadata_props[:]
+    for key, value in to_props(info).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value

@@ -51,6 +51,9 @@ def test_export_round_trip(checkpoint, tmp_path):
     assert info.name == "tiny-export" and info.config["width"] == 4
     assert info.validation_scores["f1_mean"] == 0.9 and info.validation_scores["rmse_mean"] is None
     assert "simulated" in info.training_data
+    rates = info.noise_peaks["per_voxel"]  # the noise calibration behind --threshold auto
+    assert report["noise_calibration"] and info.noise_peaks["shape"] == [10, 512, 512]
+    assert len(rates) == len(info.noise_peaks["thresholds"]) and all(b <= a for a, b in zip(rates, rates[1:]))
 
     # dynamic batch and Z/Y/X: another shape than the parity check's, against torch
     x = np.random.default_rng(3).standard_normal((3, 1, 7, 20, 36)).astype(np.float32)
@@ -64,10 +67,10 @@ def test_export_binary_and_threshold_override(tmp_path):
     cfg = TrainConfig(name="bin", width=2, target="binary", loss="binary")
     path = tmp_path / "b.pt"
     torch.save({"model": DetNet3D(width=2).state_dict(), "config": cfg.to_dict(), "step": 1}, path)
-    report = export_checkpoint(path, tmp_path / "b.onnx", threshold=0.8)
+    report = export_checkpoint(path, tmp_path / "b.onnx", threshold=0.8, calibration_shape=None)
     assert report["kind"] == "binary" and not report["threshold_tuned"]
     info = from_props(ort.InferenceSession(str(tmp_path / "b.onnx")).get_modelmeta().custom_metadata_map)
-    assert info.sigma_zyx is None and info.threshold == 0.8
+    assert info.sigma_zyx is None and info.threshold == 0.8 and info.noise_peaks is None
 
 
 def test_cli(checkpoint, tmp_path):
@@ -75,7 +78,8 @@ def test_cli(checkpoint, tmp_path):
 
     from export.__main__ import main
 
-    result = CliRunner().invoke(main, [str(checkpoint[0]), "-o", str(tmp_path / "m.onnx"), "--opset", "17"])
+    result = CliRunner().invoke(main, [str(checkpoint[0]), "-o", str(tmp_path / "m.onnx"), "--opset", "17",
+                                        "--calibration-shape", "6,32,32"])
     assert result.exit_code == 0, result.output
     assert "parity: max |onnxruntime - torch|" in result.output
     assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 17

@@ -1,0 +1,99 @@
+"""--threshold auto: the per-volume threshold from the model's noise calibration."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dmdet_infer import threshold as auto  # noqa: E402
+from dmdet_infer.cli import main  # noqa: E402
+from dmdet_infer.detector import Detector  # noqa: E402
+from dmdet_infer.errors import InputError  # noqa: E402
+from dmdet_infer.metadata import from_props, to_props  # noqa: E402
+from dmdet_infer.model import Model  # noqa: E402
+from training.evaluate import split_item  # noqa: E402
+from training.matching import score  # noqa: E402
+
+# A made-up calibration: noise peaks are uniform in score below 0.8 at 1e-4 per voxel above 0.
+RATE = {"thresholds": list(auto.GRID), "per_voxel": [1e-4 * max(0.0, 0.8 - t) / 0.8 for t in auto.GRID]}
+N_VOXELS = 1_000_000  # -> 100 noise peaks above 0, 50 above 0.4, none above 0.8
+
+
+def noise_scores(n_voxels: int = N_VOXELS) -> np.ndarray:
+    return np.linspace(0.0, 0.8, int(1e-4 * n_voxels), endpoint=False) + 0.004
+
+
+def test_bright_spots_get_a_threshold_above_the_noise():
+    scores = np.concatenate([noise_scores(), np.full(200, 0.95)])
+    t = auto.choose(scores, N_VOXELS, RATE, fallback=0.5)
+    assert 0.75 <= t < 0.95  # every noise peak out, every spot in
+
+
+def test_faint_spots_get_a_lower_threshold_than_bright_ones():
+    faint = np.concatenate([noise_scores(), np.linspace(0.3, 0.9, 200)])
+    bright = np.concatenate([noise_scores(), np.linspace(0.85, 0.99, 200)])
+    assert auto.choose(faint, N_VOXELS, RATE, 0.5) < auto.choose(bright, N_VOXELS, RATE, 0.5)
+
+
+def test_pure_noise_falls_back_to_the_fixed_threshold():
+    assert auto.choose(noise_scores(), N_VOXELS, RATE, fallback=0.66) == 0.66
+    assert auto.choose(np.zeros(0), N_VOXELS, RATE, fallback=0.66) == 0.66
+
+
+def test_calibrate_counts_peaks_per_voxel_above_each_threshold():
+    cal = auto.calibrate(lambda v: np.array([0.1, 0.5, 0.9]), shape=(2, 5, 10), volumes=2)
+    rates = dict(zip(cal["thresholds"], cal["per_voxel"]))
+    assert rates[0.05] == pytest.approx(6 / 200) and rates[0.5] == pytest.approx(2 / 200)
+    assert rates[0.89] == pytest.approx(2 / 200) and rates[0.9] == 0.0  # strictly above
+
+
+def test_calibration_round_trips_and_is_checked(model_path):
+    info = Model(model_path).info
+    props = to_props(info.__class__(**{**info.__dict__, "noise_peaks": RATE}))
+    assert from_props(props).noise_peaks == RATE
+    bad = dict(props, **{"dmdet.noise_peaks": '{"thresholds": [0.5, 0.4], "per_voxel": [0, 0]}'})
+    with pytest.raises(ValueError, match="increase"):
+        from_props(bad)
+
+
+def test_shipped_model_is_calibrated_and_auto_by_default():
+    det = Detector(threads=1)
+    assert det.auto and det.search_threshold == auto.GRID[0] and det.threshold == det.info.threshold
+    rates = det.info.noise_peaks["per_voxel"]
+    assert all(b <= a for a, b in zip(rates, rates[1:])) and rates[0] > 0
+    assert not Detector(threshold=0.5, threads=1).auto
+
+
+@pytest.mark.parametrize("snr", [1.0, 7.0])
+def test_auto_threshold_on_a_simulated_stack(snr):
+    """Auto is at least as good as the fixed tuned threshold at both ends of the SNR range, and tiled = whole."""
+    index = {1.0: 1, 7.0: 10}[snr]  # low density at SNR 1, mid density at SNR 7 (cells of 1 item)
+    vol, pos, meta = split_item(4242, 2, index, 1, shape=(10, 256, 256))
+    assert meta["snr"] == snr
+    det = Detector(threads=1)
+    spots = det.detect(vol)
+    fixed = Detector(threshold=det.info.threshold, threads=1).detect(vol)
+    assert score(spots.zyx, pos)["f1"] >= score(fixed.zyx, pos)["f1"] - 0.01
+    tiled = Detector(threads=1, tile=(10, 64, 64)).detect(vol)
+    np.testing.assert_allclose(tiled.zyx, spots.zyx, atol=1e-3)
+
+
+def test_cli_threshold_values(tmp_path, model_path):
+    import tifffile
+
+    stack = tmp_path / "s.tif"
+    tifffile.imwrite(stack, np.random.default_rng(0).poisson(10, (6, 32, 32)).astype(np.uint16))
+    out = tmp_path / "s.csv"
+    result = CliRunner().invoke(main, [str(stack), "-o", str(out), "--model", str(model_path), "--threshold", "auto"])
+    assert result.exit_code != 0 and "noise calibration" in result.output and not out.exists()
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(main, [str(stack), "-o", str(out), "--threshold", "high"])
+    assert result.exit_code != 0 and "'auto'" in result.output and not out.exists()
+    with pytest.raises(InputError, match="auto"):
+        Detector(model_path, threshold="high")
