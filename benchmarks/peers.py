@@ -1,6 +1,6 @@
 """dmdet side by side with the spot detectors microscopists use, on Table 1's simulated stacks.
 
-    python benchmarks/peers.py [--methods dmdet,sef3d,bigfish,bigfish_subpixel,trackpy,blob_log]
+    python benchmarks/peers.py [--methods dmdet,dmdet_auto,sef3d,bigfish,bigfish_subpixel,trackpy,blob_log]
         [--n-per-cell 3] [--n-val-per-cell 1] [--seed 12345] [--shape 10,512,512] [--out benchmarks/results/peers]
 
 Needs the optional peers: ``pip install -e ".[train,peers]"`` (big-fish, trackpy, scikit-image).
@@ -11,7 +11,10 @@ scenario, 10x512x512, background 10, sigma_xy 1.5, sigma_z 1.0.
 
 Methods, each an adapter ``(volume, params) -> (N, 3) float64 zyx`` timed per call on every test volume:
 
-- ``dmdet``: the model shipped in the package (``dmdet_infer.Detector()``, tiled detection, lsq refinement).
+- ``dmdet``: the model shipped in the package (``dmdet_infer.Detector``, tiled detection, lsq refinement) at
+  one threshold tuned on the validation split like every peer's parameters.
+- ``dmdet_auto``: the same model as ``dmdet-infer`` runs it by default, ``--threshold auto`` (each volume's own
+  threshold from the model's noise calibration, :mod:`dmdet_infer.threshold`); nothing is tuned.
 - ``sef3d``: training/sef3d.py (integer maxima, as in the paper).
 - ``bigfish``: ``bigfish.detection.detect_spots`` (LoG + local maxima, integer voxels; voxel_size 1, so
   ``spot_radius`` is the LoG sigma and the minimum distance in voxels).
@@ -179,11 +182,12 @@ def detect_sef3d(volume: np.ndarray, params: Mapping) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def dmdet_detector(device: str = "cpu", threads: int | None = None):
-    """The shipped model's :class:`dmdet_infer.Detector` (one per device/threads), warmed up."""
+def dmdet_detector(device: str = "cpu", threads: int | None = None, auto: bool = False):
+    """The shipped model's :class:`dmdet_infer.Detector` (one per device/threads/mode), warmed up: with
+    ``auto`` its default ``--threshold auto``, else a fixed threshold (set by the caller)."""
     from dmdet_infer.detector import Detector
 
-    det = Detector(None, device=device, threads=threads)
+    det = Detector(None, device=device, threads=threads, threshold="auto" if auto else 0.5)
     det.warmup()
     return det
 
@@ -193,6 +197,11 @@ def detect_dmdet(volume: np.ndarray, params: Mapping) -> np.ndarray:
     det = dmdet_detector(params.get("device", "cpu"), params.get("threads"))
     det.threshold = float(params["threshold"])
     return det.detect(volume).zyx
+
+
+def detect_dmdet_auto(volume: np.ndarray, params: Mapping) -> np.ndarray:
+    """dmdet as ``dmdet-infer`` runs by default: the shipped model, each volume's own threshold."""
+    return dmdet_detector(params.get("device", "cpu"), params.get("threads"), auto=True).detect(volume).zyx
 
 
 # ------------------------------------------------------------------------------------------------ candidates
@@ -286,6 +295,21 @@ class DmdetTuner:
                 "model_default_threshold": det.info.threshold}, f1
 
 
+class DmdetAutoTuner:
+    """Nothing to tune (the threshold is chosen per volume); records the validation F1 of the default run."""
+
+    def __init__(self, device: str = "cpu", threads: int | None = None, gate: float = 5.0) -> None:
+        self.params = {"threshold": "auto", "device": device, "threads": threads}
+        self.gate = gate
+        self.f1: list[float] = []
+
+    def add(self, volume: np.ndarray, truth: np.ndarray) -> None:
+        self.f1.append(score(detect_dmdet_auto(volume, self.params), truth, self.gate)["f1"])
+
+    def best(self) -> tuple[dict, float]:
+        return dict(self.params), float(np.mean(self.f1)) if self.f1 else float("nan")
+
+
 def grid_tuner(method: str, gate: float = 5.0) -> GridTuner:
     """The :class:`GridTuner` of a peer ("bigfish", "trackpy" or "blob_log") over its :data:`GRIDS` entry."""
     g = GRIDS[method]
@@ -311,6 +335,8 @@ class Method:
 METHODS: dict[str, Method] = {
     "dmdet": Method("dmdet (shipped model)", detect_dmdet, None, "dmdet",
                     "threshold 0.05-0.95 by 0.05, then by 0.01 around the best (Table 1)"),
+    "dmdet_auto": Method("dmdet (shipped model, --threshold auto: the default)", detect_dmdet_auto, None,
+                         "dmdet_auto", "none: each volume's threshold from the model's noise calibration"),
     "sef3d": Method("SEF3D", detect_sef3d, None, "sef3d",
                     "sigma_zyx 0.75/1/1.25 x PSF on z and yx (9) x k 0.5-12 by 0.5 (Table 1)"),
     "bigfish": Method("Big-FISH", detect_bigfish, ("bigfish", "big-fish"), "bigfish",
@@ -336,6 +362,8 @@ def make_tuner(method: str, device: str = "cpu", threads: int | None = None):
     """A tuner (``add(volume, truth)``, ``best() -> (params, val F1)``) for a method key of :data:`METHODS`."""
     if method == "dmdet":
         return DmdetTuner(device, threads)
+    if method == "dmdet_auto":
+        return DmdetAutoTuner(device, threads)
     if method == "sef3d":
         return ev.Sef3dTuner(ev.sef3d_sigma_grid(), SEF3D_KS)
     return grid_tuner(method)

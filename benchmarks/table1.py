@@ -15,9 +15,11 @@ found once per validation volume and filtered by score, so only peaks are cached
 
 Rows: "sef3d", one per ``--model``, "dm (integer maxima)" (the dm model's detections at their integer voxels,
 i.e. ``refine="none"``: the sub-voxel refinement ablation) and "dm (lsq refinement)" (the same detections
-refined by the 3x3x3 log-quadratic least-squares fit instead of the per-axis 3-point log-Gaussian). Writes OUT.md
-(table), OUT.json (per-image results, tuned parameters, timing, machine) and OUT.png (F1 and RMSE vs SNR, with
-the paper's DM-DetNet3D and the CRLB).
+refined by the 3x3x3 log-quadratic least-squares fit instead of the per-axis 3-point log-Gaussian), and, for a
+model with a noise calibration, "NAME (auto threshold)": what ``dmdet-infer`` does by default (each volume's own
+threshold from the calibration, :mod:`dmdet_infer.threshold`, nothing tuned on validation; lsq refinement).
+Writes OUT.md (table), OUT.json (per-image results, tuned parameters, timing, machine) and OUT.png (F1 and RMSE
+vs SNR, with the paper's DM-DetNet3D and the CRLB).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from training.simulate import PTC_SNRS  # noqa: E402
 SEF3D_KS = tuple(float(k) for k in np.round(np.arange(0.5, 12.01, 0.5), 2))
 INTEGER_ROW = "dm (integer maxima)"
 LSQ_ROW = "dm (lsq refinement)"
+AUTO_SUFFIX = " (auto threshold)"
 
 
 def _model_arg(text: str) -> tuple[str, str]:
@@ -216,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from tqdm import tqdm
 
+    from dmdet_infer import threshold as autothreshold
     from dmdet_infer.detector import Detector
     from dmdet_infer.peaks import find_peaks
     from dmdet_infer.peaks import warmup as warmup_peaks
@@ -256,11 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     from training.sef3d import sef3d_detect
 
     results: dict[str, list[dict]] = {"sef3d": []}
-    for name in detectors:
+    for name, (det, _) in detectors.items():
         results[name] = []
         if name == "dm":
             results[INTEGER_ROW] = []
             results[LSQ_ROW] = []
+        if det.info.noise_peaks is not None:
+            results[f"{name}{AUTO_SUFFIX}"] = []
     n_test = len(PTC_SNRS) * 3 * args.n_per_cell
     for vol, pos, meta in tqdm(ev.iter_split(args.seed, ev.SPLIT_TEST, args.n_per_cell, **overrides),
                                total=n_test, desc="test", file=sys.stderr):
@@ -281,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
                 results[INTEGER_ROW].append({**integer, **timing})
                 lsq = find_peaks(density, det.threshold, det.min_distance, "lsq")  # same peaks, other refinement
                 results[LSQ_ROW].append({**ev.score_item(lsq.coords, pos, meta, t2 - t0), **timing})
+            cal = det.info.noise_peaks
+            if cal is not None:  # what dmdet-infer does by default: --threshold auto, lsq refinement
+                found = find_peaks(density, autothreshold.floor(cal), det.min_distance, "lsq")
+                chosen = autothreshold.choose(found.scores, density.size, cal, det.info.threshold)
+                coords = found.coords[found.scores.astype(np.float64) > chosen]
+                results[f"{name}{AUTO_SUFFIX}"].append(
+                    {**ev.score_item(coords, pos, meta, t2 - t0), **timing, "threshold": chosen})
     t_test = time.perf_counter() - t_start - t_val
 
     crlb = ev.crlb_by_snr(PTC_SNRS)

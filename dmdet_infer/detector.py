@@ -99,9 +99,6 @@ class Detector:
             raise InputError(f"--threshold must be a number in [0, 1) or 'auto', got {threshold!r}") from None
         if not 0.0 <= self.threshold < 1.0:
             raise InputError(f"--threshold must be in [0, 1) (the density map is a sigmoid output), got {threshold}")
-        # candidates are searched above this; with 'auto' each volume's threshold is chosen among them (merge)
-        self.search_threshold = min(self.threshold, autothreshold.floor(info.noise_peaks)) if self.auto \
-            else self.threshold
         self.min_distance = as_triple(info.min_distance_zyx if min_distance is None else min_distance,
                                       "--min-distance")
         if refine not in REFINEMENTS:
@@ -114,6 +111,13 @@ class Detector:
             raise InputError(f"--tile-memory must be positive, got {tile_memory!r}")
         width = info.config.get("width") if isinstance(info.config, dict) else None
         self.max_tile_voxels = memory.tile_voxels(width, self.model.on_cuda, tile_memory)
+
+    @property
+    def search_threshold(self) -> float:
+        """Candidates are searched above this; with 'auto' each volume's threshold is chosen among them."""
+        if self.auto:
+            return min(self.threshold, autothreshold.floor(self.info.noise_peaks))
+        return self.threshold
 
     @property
     def info(self):

@@ -134,15 +134,25 @@ def _table1():
 
 
 def test_table1_main_end_to_end(tmp_path, pooled_model_path, model_path, capsys):
+    from onnx_models import default_info, smoothing_model
+
+    from dmdet_infer import threshold as auto
+    from dmdet_infer.detector import Detector
+
+    floor = Detector(model_path, threshold=auto.GRID[0])  # a calibrated copy of the plain model: an auto row
+    calibration = auto.calibrate(lambda v: floor.detect(v).score, shape=(6, 48, 48))
+    smoothing_model(tmp_path / "plain.onnx", info=default_info(noise_peaks=calibration))
     out = tmp_path / "res" / "t1"
-    argv = ["--model", f"dm={pooled_model_path}", "--model", f"plain={model_path}", "--n-per-cell", "1",
+    argv = ["--model", f"dm={pooled_model_path}", "--model", f"plain={tmp_path / 'plain.onnx'}", "--n-per-cell", "1",
             "--n-val-per-cell", "1", "--shape", "6,48,48", "--seed", "11", "--out", str(out)]
     assert _table1().main(argv) == 0
     md = Path(f"{out}.md").read_text()
     assert "dm (integer maxima)" in md and "paper DM-DetNet3D" in md and "sef3d" in md
     assert md in capsys.readouterr().out
     report = json.loads(Path(f"{out}.json").read_text())
-    assert set(report["results"]) == {"sef3d", "dm", "plain", "dm (integer maxima)", "dm (lsq refinement)"}
+    assert set(report["results"]) == {"sef3d", "dm", "plain", "dm (integer maxima)", "dm (lsq refinement)",
+                                      "plain (auto threshold)"}
+    assert all(0.0 < r["threshold"] < 1.0 for r in report["results"]["plain (auto threshold)"])
     assert all(len(r) == 12 for r in report["results"].values())  # 4 SNR x 3 densities x 1
     assert 0.0 < report["tuned"]["dm"]["threshold"] < 1.0 and "k" in report["tuned"]["sef3d"]
     assert report["machine"]["cpu_count"] >= 1 and report["data"]["shape"] == [6, 48, 48]

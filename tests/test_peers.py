@@ -54,7 +54,7 @@ def stacks() -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def _params(method: str) -> dict:
-    return {"threshold": 0.3} if method == "dmdet" else FIXED[method]
+    return {"threshold": 0.3} if method == "dmdet" else {} if method == "dmdet_auto" else FIXED[method]
 
 
 def _sorted(a: np.ndarray) -> np.ndarray:
@@ -111,7 +111,7 @@ def test_grid_tuning_picks_from_the_grid(method, stacks):
 
 
 def test_dmdet_and_sef3d_tuning(stacks):
-    for method in ("dmdet", "sef3d"):
+    for method in ("dmdet", "dmdet_auto", "sef3d"):
         tuner = peers.make_tuner(method)
         for vol, pos in stacks:
             tuner.add(vol, pos)
@@ -119,6 +119,8 @@ def test_dmdet_and_sef3d_tuning(stacks):
         assert f1 >= 0.8, method
         if method == "dmdet":
             assert ev.FLOOR_THRESHOLD <= params["threshold"] <= 0.99 and params["refine"] == "lsq"
+        elif method == "dmdet_auto":
+            assert params["threshold"] == "auto"  # nothing tuned: the validation F1 of the default run
         else:
             assert tuple(params["sigma_zyx"]) in ev.sef3d_sigma_grid() and params["k"] in peers.SEF3D_KS
 
