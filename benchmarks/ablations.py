@@ -51,7 +51,7 @@ def train(name: str, config: str, runs: Path, steps: int) -> Path:
     """Train (or resume) one variant; returns its log.json."""
     out = runs / name
     cmd = [sys.executable, "-m", "training", "train", "--config", str(ROOT / config), "--out", str(out),
-           "--max-steps", str(steps)]
+           "--max-steps", str(steps), "--no-final-tuning"]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
     return out / "log.json"

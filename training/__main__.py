@@ -25,8 +25,10 @@ def main() -> None:
               help="start from this checkpoint's weights (fine-tuning), overriding the config's init_from")
 @click.option("--data", "data_folder", type=click.Path(exists=True, file_okay=False), default=None,
               help="train on the stack.tif + stack.csv pairs in this folder (data.source 'annotations')")
+@click.option("--no-final-tuning", is_flag=True,
+              help="skip the final threshold tuning on the validation split (compare runs by their validation log)")
 def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_minutes: float | None,
-          threads: int | None, init_from: str | None, data_folder: str | None) -> None:
+          threads: int | None, init_from: str | None, data_folder: str | None, no_final_tuning: bool) -> None:
     """Train a network from a JSON config; resumes from OUT/last.pt when it exists."""
     from training.config import TrainConfig
     from training.train import train as run
@@ -42,7 +44,7 @@ def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_
         cfg.init_from = init_from
     if data_folder is not None:
         cfg.data.source, cfg.data.folder, cfg.data.online = "annotations", data_folder, False
-    run(cfg, Path(out), restart=restart)
+    run(cfg, Path(out), restart=restart, final_tuning=not no_final_tuning)
 
 
 @main.command()

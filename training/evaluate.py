@@ -191,7 +191,8 @@ def evaluate_model(
     device: str = "cpu",
     gate: float = 5.0,
 ) -> list[dict]:
-    """Per-image results of an exported model (threshold None: the model's own); seconds = density + peaks."""
+    """Per-image results of an exported model (threshold None: the model's default, "auto" when it is calibrated);
+    seconds = density + peaks."""
     from dmdet_infer.detector import Detector
 
     det = Detector(model_path, device=device, threshold=threshold, refine=refine)

@@ -177,9 +177,10 @@ def _is_better(cfg: TrainConfig, val: dict[str, Any], best: float | None) -> tup
 
 
 def train(
-    cfg: TrainConfig, out: str | Path, restart: bool = False, progress: bool = True
+    cfg: TrainConfig, out: str | Path, restart: bool = False, progress: bool = True, final_tuning: bool = True
 ) -> dict[str, Any]:
-    """Train (or resume from ``out/last.pt``), then tune the threshold on validation; returns the summary."""
+    """Train (or resume from ``out/last.pt``), then (unless ``final_tuning`` is False) tune the threshold on
+    validation (:func:`finalise`); returns the summary."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -281,6 +282,8 @@ def train(
     bar.close()
     if not (out / "best.pt").exists():  # stopped before the first validation
         checkpoint(out / "best.pt")
+    if not final_tuning:  # e.g. ablations compared on their validation history; the checkpoint keeps no threshold
+        return {"stop_reason": stop, "final_tuning": False}
     return finalise(out, cfg, val_items, stop, progress)
 
 
