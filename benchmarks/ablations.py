@@ -47,6 +47,13 @@ def val_rows(log_path: Path) -> dict[int, dict]:
     return {int(h["step"]): h for h in log["history"] if "val_f1" in h}
 
 
+def row(name: str, label: str, history: dict[int, dict], **extra: str) -> dict:
+    """One table row: validation F1, RMSE and elapsed minutes by step, from :func:`val_rows`."""
+    return {"name": name, "label": label, **extra, "f1": {s: h["val_f1"] for s, h in history.items()},
+            "rmse": {s: h["val_rmse"] for s, h in history.items()},
+            "minutes": {s: h["elapsed_min"] for s, h in history.items()}}
+
+
 def train(name: str, config: str, runs: Path, steps: int) -> Path:
     """Train (or resume) one variant; returns its log.json."""
     out = runs / name
@@ -83,15 +90,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     ref = val_rows(ROOT / REFERENCE[1])
-    rows = [{"name": "reference", "label": REFERENCE[0], "log": REFERENCE[1],
-             "f1": {s: h["val_f1"] for s, h in ref.items()}, "rmse": {s: h["val_rmse"] for s, h in ref.items()},
-             "minutes": {s: h["elapsed_min"] for s, h in ref.items()}}]
+    rows = [row("reference", REFERENCE[0], ref, log=REFERENCE[1])]
     for name in names:
         label, config = VARIANTS[name]
         got = val_rows(train(name, config, args.runs, args.steps))
-        rows.append({"name": name, "label": label, "config": config, "run": str(args.runs / name),
-                     "f1": {s: h["val_f1"] for s, h in got.items()}, "rmse": {s: h["val_rmse"] for s, h in got.items()},
-                     "minutes": {s: h["elapsed_min"] for s, h in got.items()}})
+        rows.append(row(name, label, got, config=config, run=str(args.runs / name)))
     steps = sorted({s for r in rows[1:] for s in r["f1"]}) or sorted(ref)
     steps = [s for s in steps if s <= args.steps]
     machine = machine_info()

@@ -167,8 +167,10 @@ def _input_paths(inputs) -> list[Path]:
 
 def _threshold(value: str | None) -> float | str | None:
     """``--threshold``: None, 'auto' or a number (its range is checked by the Detector)."""
-    if value is None or value.strip().lower() == "auto":
-        return None if value is None else "auto"
+    if value is None:
+        return None
+    if value.strip().lower() == "auto":
+        return "auto"
     try:
         return float(value)
     except ValueError:
