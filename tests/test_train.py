@@ -67,6 +67,26 @@ def test_split_indices_and_reproducible_items():
     assert abs(float(np.median(a[0].volume))) < 1e-6
 
 
+def test_parallel_loading_gives_the_same_items_in_order():
+    spec = DataSpec(n_stacks=8, shape=(4, 32, 32))
+    one = load_split(spec, "train", "density")
+    two = load_split(spec, "train", "density", workers=2)
+    assert [it.meta["index"] for it in two] == [0, 1, 2, 3]
+    assert all(np.array_equal(x.volume, y.volume) and np.array_equal(x.target, y.target)
+               and np.array_equal(x.positions, y.positions) for x, y in zip(one, two))
+
+
+def test_checkpoints_hold_cpu_tensors_and_devices_resolve():
+    import torch
+
+    from training.train import build_model, cpu_state, resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    state = cpu_state(build_model(TrainConfig(width=2)))
+    assert state and all(v.device.type == "cpu" for v in state.values())
+
+
 def test_cache_gives_same_items(tmp_path):
     spec = DataSpec(n_stacks=4, shape=(4, 32, 32), cache_dir=str(tmp_path))
     first = load_split(spec, "train", "binary")

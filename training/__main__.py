@@ -27,13 +27,16 @@ def main() -> None:
               help="train on the stack.tif + stack.csv pairs in this folder (data.source 'annotations')")
 @click.option("--no-final-tuning", is_flag=True,
               help="skip the final threshold tuning on the validation split (compare runs by their validation log)")
+@click.option("--set", "settings", multiple=True, metavar="KEY=JSON",
+              help="override one config value, e.g. --set lr=2e-4 --set norm='\"frozen\"' --set data.n_stacks=40")
 def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_minutes: float | None,
-          threads: int | None, init_from: str | None, data_folder: str | None, no_final_tuning: bool) -> None:
+          threads: int | None, init_from: str | None, data_folder: str | None, no_final_tuning: bool,
+          settings: tuple[str, ...]) -> None:
     """Train a network from a JSON config; resumes from OUT/last.pt when it exists."""
     from training.config import TrainConfig
     from training.train import train as run
 
-    cfg = TrainConfig.load(config_path)
+    cfg = _with_settings(TrainConfig.load(config_path), settings)
     if max_steps is not None:
         cfg.max_steps = max_steps
     if max_minutes is not None:
@@ -45,6 +48,49 @@ def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_
     if data_folder is not None:
         cfg.data.source, cfg.data.folder, cfg.data.online = "annotations", data_folder, False
     run(cfg, Path(out), restart=restart, final_tuning=not no_final_tuning)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--workers", type=int, default=None, help="processes (default: one per core, at most 16)")
+@click.option("--set", "settings", multiple=True, metavar="KEY=JSON", help="override one config value")
+def pool(config_path: str, workers: int | None, settings: tuple[str, ...]) -> None:
+    """Simulate a config's data pool into its data.cache_dir, so that runs sharing it skip simulating."""
+    from training.config import TrainConfig
+    from training.data import fill_cache
+    from training.train import default_workers
+
+    cfg = _with_settings(TrainConfig.load(config_path), settings)
+    n = fill_cache(cfg.data, workers or default_workers(), progress=True)
+    click.echo(f"{n} stacks in {cfg.data.cache_dir}")
+
+
+def _with_settings(cfg, settings: tuple[str, ...]):
+    """Apply ``KEY=JSON`` overrides (``data.KEY`` for the data spec); values are JSON, bare words are strings."""
+    from training.config import TrainConfig
+
+    values = cfg.to_dict()
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = values
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target.get(p) if isinstance(target.get(p), dict) else None
+            if target is None:
+                raise click.BadParameter(f"unknown config key {key!r}", param_hint="--set")
+        if leaf not in target:
+            raise click.BadParameter(f"unknown config key {key!r}", param_hint="--set")
+        target[leaf] = value
+    try:
+        return TrainConfig.from_dict(values)
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from exc
 
 
 @main.command()

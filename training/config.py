@@ -86,6 +86,8 @@ class TrainConfig:
     monitor: str = "f1"
     seed: int = 0
     threads: int | None = None
+    device: str = "auto"  # "auto": CUDA when torch sees a GPU, else CPU; or any torch device string
+    data_workers: int | None = None  # processes that simulate the pool (None: one per core, at most 16)
     flips: bool = True
     transpose: bool = True
     init_from: str | None = None

@@ -93,8 +93,13 @@ def load_split(
     target: str = "density",
     sigma_zyx: tuple[float, float, float] = (1.0, 1.5, 1.5),
     progress: bool = False,
+    workers: int | None = None,
 ) -> list[Item]:
-    """The items of one split (``train``/``val``/``test``), normalised, with targets."""
+    """The items of one split (``train``/``val``/``test``), normalised, with targets.
+
+    ``workers`` > 1 simulates in that many processes (the items depend only on (spec, index), so the result is
+    the same).
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if spec.source == "annotations":
@@ -105,6 +110,9 @@ def load_split(
         raw = [(pairs[i][0], pairs[i][1], {"index": i, "source": str(spec.folder)}) for i in idx]
     else:
         idx = split_indices(spec.n_stacks, spec.split)[split]
+        n_workers = min(int(workers or 1), len(idx))
+        if n_workers > 1:
+            return _load_parallel(spec, idx, target, sigma_zyx, n_workers, progress, split)
         it = idx
         if progress:
             from tqdm import tqdm
@@ -112,6 +120,54 @@ def load_split(
             it = tqdm(idx, desc=f"simulating {split}", leave=False)
         raw = [simulate_item(spec, i) for i in it]
     return [make_item(volume, positions, meta, target, sigma_zyx) for volume, positions, meta in raw]
+
+
+def fill_cache(spec: DataSpec, workers: int, progress: bool = False) -> int:
+    """Simulate every item of a simulated pool into ``spec.cache_dir`` with ``workers`` processes.
+
+    Runs that share the spec then read the stacks back instead of simulating them; returns the number of items.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if spec.source != "simulated" or not spec.cache_dir:
+        raise ValueError("fill_cache needs a simulated data spec with a cache_dir")
+    todo = [i for i in range(spec.n_stacks) if not _cache_path(spec, i).exists()]  # type: ignore[union-attr]
+    with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+        it = pool.map(_cache_one, [spec] * len(todo), todo, chunksize=max(1, len(todo) // (8 * max(1, workers))))
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=len(todo), desc=f"simulating into {spec.cache_dir}", leave=False)
+        for _ in it:
+            pass
+    return spec.n_stacks
+
+
+def _cache_one(spec: DataSpec, index: int) -> None:
+    simulate_item(spec, index)
+
+
+def _simulated_item(spec: DataSpec, index: int, target: str, sigma_zyx: tuple[float, float, float]) -> Item:
+    return make_item(*simulate_item(spec, index), target, sigma_zyx)
+
+
+def _load_parallel(spec: DataSpec, idx: range, target: str, sigma_zyx: tuple[float, float, float], workers: int,
+                   progress: bool, split: str) -> list[Item]:
+    """Simulated items of ``idx`` made by ``workers`` processes; the same items, in order, as one process makes."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    make = partial(_simulated_item, spec, target=target, sigma_zyx=tuple(sigma_zyx))
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA or torch threads
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        it = pool.map(make, idx, chunksize=max(1, len(idx) // (8 * workers)))
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=len(idx), desc=f"simulating {split} ({workers} processes)", leave=False)
+        return list(it)
 
 
 def make_item(volume: np.ndarray, positions: np.ndarray, meta: dict[str, Any], target: str,

@@ -29,14 +29,32 @@ def build_model(cfg: TrainConfig) -> DetNet3D:
     return DetNet3D(width=cfg.width, levels=cfg.levels, z_pool=cfg.z_pool)
 
 
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"``: the first CUDA GPU when torch sees one, else the CPU; otherwise the named torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def default_workers() -> int:
+    """Processes that simulate a data pool: one per core, at most 16."""
+    return max(1, min(16, os.cpu_count() or 1))
+
+
+def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``state_dict`` with every tensor on the CPU (checkpoints load anywhere)."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
 @torch.no_grad()
 def predict(model: DetNet3D, volume: np.ndarray) -> np.ndarray:
     """Network output (ZYX float32) for one normalised volume, zero-padded to the stride and cropped back.
 
-    Uses the model in its current mode; call ``model.eval()`` first for inference behaviour.
+    Uses the model in its current mode and device; call ``model.eval()`` first for inference behaviour.
     """
+    device = next(model.parameters()).device
     x = pad_to_stride(np.asarray(volume, np.float32), stride(model))
-    out = model(torch.from_numpy(np.ascontiguousarray(x))[None, None])[0, 0].numpy()
+    out = model(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device))[0, 0].cpu().numpy()
     z, y, xx = volume.shape
     return np.ascontiguousarray(out[:z, :y, :xx])
 
@@ -163,12 +181,23 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-RESUME_MAY_CHANGE = ("max_steps", "max_minutes", "threads", "patience", "val_every")
+RESUME_MAY_CHANGE = ("max_steps", "max_minutes", "threads", "patience", "val_every", "device", "data_workers")
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """Config keys that must match to resume (budgets and thread counts may change)."""
     return {k: v for k, v in cfg.items() if k not in RESUME_MAY_CHANGE}
+
+
+def _cpu_tree(obj: Any) -> Any:
+    """Optimizer state with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu_tree(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu_tree(v) for v in obj]
+    return obj
 
 
 def _is_better(cfg: TrainConfig, val: dict[str, Any], best: float | None) -> tuple[bool, float]:
@@ -188,6 +217,8 @@ def train(
     torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(cfg.seed)
     cfg.save(out / "config.json")
+    device = resolve_device(cfg.device)
+    workers = cfg.data_workers or default_workers()
 
     model = build_model(cfg)
     freeze_norms(model, cfg.norm == "frozen")
@@ -200,7 +231,8 @@ def train(
         if _comparable(ck["config"]) != _comparable(cfg.to_dict()):
             raise ValueError(f"{out}/last.pt was written with a different config; use --restart or a new --out")
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        model.to(device)
+        opt.load_state_dict(ck["optimizer"])  # moves the moments to the parameters' device
         rng.bit_generator.state = ck["np_rng"]
         torch.set_rng_state(ck["torch_rng"])
         step, best, best_step, bad = ck["step"], ck["best_score"], ck["best_step"], ck["bad_validations"]
@@ -208,8 +240,13 @@ def train(
         position = int(ck.get("sampler_position", 0))
     elif cfg.init_from:
         model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
+    model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop shape: let cuDNN pick the fastest convolutions
+    if progress:
+        print(f"training on {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
 
-    val_items = load_split(cfg.data, "val", cfg.target, cfg.sigma_zyx, progress)
+    val_items = load_split(cfg.data, "val", cfg.target, cfg.sigma_zyx, progress, workers)
     if not val_items:
         raise ValueError("the validation split is empty: increase data.n_stacks or data.split[1]")
     sampler: CropSampler
@@ -217,14 +254,14 @@ def train(
         sampler = OnlineSampler(cfg.data, cfg.target, cfg.sigma_zyx, cfg.crop, cfg.batch, rng, cfg.flips,
                                 cfg.transpose, position)
     else:
-        train_items = load_split(cfg.data, "train", cfg.target, cfg.sigma_zyx, progress)
+        train_items = load_split(cfg.data, "train", cfg.target, cfg.sigma_zyx, progress, workers)
         sampler = CropSampler(train_items, cfg.crop, cfg.batch, rng, cfg.flips, cfg.transpose)
     loss_fn = make_loss(cfg.loss, cfg.T, cfg.lam, cfg.binary_mode)
 
     def checkpoint(path: Path) -> None:
         save_atomic(
             {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                "model": cpu_state(model), "optimizer": _cpu_tree(opt.state_dict()), "step": step,
                 "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 "best_score": best, "best_step": best_step, "bad_validations": bad, "elapsed_s": elapsed,
                 "history": history, "config": cfg.to_dict(),
@@ -245,6 +282,7 @@ def train(
                 stop = "max_minutes"
                 break
             x, y = sampler.sample()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             loss.backward()
@@ -300,7 +338,7 @@ def finalise(
     ck = load_checkpoint(out / "best.pt")
     model = build_model(cfg)
     model.load_state_dict(ck["model"])
-    model.eval()
+    model.to(resolve_device(cfg.device)).eval()
     result: dict[str, Any] = {}
     for mode in ("running", "instance"):
         set_norm_mode(model, mode)
