@@ -32,7 +32,7 @@ class DataSpec:
     n_stacks: int = 200
     shape: tuple[int, int, int] = (10, 128, 128)
     snr: float | None = None
-    density: str | float | None = None
+    density: str | float | tuple[float, float] | None = None
     nuisance: bool = False
     seed: int = 0
     split: tuple[float, float, float] = (0.5, 0.25, 0.25)

@@ -172,14 +172,15 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 def sample_params(
     rng: np.random.Generator,
     snr: float | None = None,
-    density: str | float | None = None,
+    density: str | float | tuple[float, float] | None = None,
     shape: tuple[int, int, int] = PTC_SHAPE,
     nuisance: bool = False,
 ) -> SimParams:
     """Random parameters for training a default model (ranges and reasons in the module docstring).
 
-    ``density``: a PTC level name ("low"/"mid"/"high"), a particle count per 512x512x10 volume, or None (random:
-    a jittered PTC level or a continuous count in [50, 1200], equally likely). Counts scale with ``shape``.
+    ``density``: a PTC level name ("low"/"mid"/"high"), a particle count per 512x512x10 volume, a (low, high) range
+    of counts drawn uniformly (e.g. crowded training), or None (random: a jittered PTC level or a continuous count in
+    [50, 1200], equally likely). Counts scale with ``shape``.
     """
     if snr is None:
         snr = _log_uniform(rng, 0.8, 10.0)
@@ -188,6 +189,9 @@ def sample_params(
             count = PTC_DENSITIES[str(rng.choice(list(PTC_DENSITIES)))] * rng.uniform(0.9, 1.1)
         else:
             count = rng.uniform(50.0, 1200.0)
+    elif isinstance(density, (tuple, list)):
+        lo, hi = (float(v) for v in density)
+        count = rng.uniform(lo, hi)
     elif isinstance(density, str):
         if density not in PTC_DENSITIES:
             raise ValueError(f"density must be one of {list(PTC_DENSITIES)} or a count, not {density!r}")
