@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CHECKPOINT = ROOT / "training" / "checkpoints" / "dmdet-w8-default-ft.pt"
+CHECKPOINT = ROOT / "training" / "checkpoints" / "dmdet-w8-crowded.pt"
 CONFIG = ROOT / "training" / "configs" / "finetune.json"
 SNRS = (2.0, 4.0)
 GRID = tuple(round(0.02 * i, 2) for i in range(1, 50))  # 0.02 .. 0.98

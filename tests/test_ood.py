@@ -50,7 +50,7 @@ def test_training_cli_takes_an_annotation_folder(tmp_path):
     from training.__main__ import main
 
     write_stacks(tmp_path / "stacks", {}, 2, (6, 32, 32), seed=2)
-    result = CliRunner().invoke(main, ["evaluate", str(ROOT / "training/checkpoints/dmdet-w8-default-ft.pt"),
+    result = CliRunner().invoke(main, ["evaluate", str(ROOT / "training/checkpoints/dmdet-w8-crowded.pt"),
                                        "--data", str(tmp_path / "stacks"), "--split", "test"])
     assert result.exit_code == 0, result.output
     scores = json.loads(result.output)
