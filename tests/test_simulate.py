@@ -120,6 +120,8 @@ def test_sample_params_ranges() -> None:
     p = sample_params(rng, density="mid", shape=(10, 128, 128))
     assert p.n_particles == round(500 / 16)
     assert sample_params(rng, density=250).n_particles == 250
+    crowded = [sample_params(rng, density=(50, 3000)).n_particles for _ in range(200)]
+    assert 50 <= min(crowded) < 500 and 2500 < max(crowded) <= 3000  # a uniform range of counts
     with pytest.raises(ValueError):
         sample_params(rng, density="dense")
     q = sample_params(rng, nuisance=True, shape=SMALL)

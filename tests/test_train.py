@@ -213,3 +213,29 @@ def test_cli_init_from_starts_from_the_given_weights(tmp_path):
     base, ft = load_checkpoint(tmp_path / "base" / "best.pt"), load_checkpoint(tmp_path / "ft" / "best.pt")
     assert ft["config"]["init_from"] == str(tmp_path / "base" / "best.pt")
     assert all(torch.equal(base["model"][k], ft["model"][k]) for k in base["model"])
+
+
+def test_cli_set_overrides_config_values_and_pool_fills_the_cache(tmp_path):
+    from click.testing import CliRunner
+
+    from training.__main__ import main
+
+    cfg = tiny_config(max_steps=2, val_every=2, data=DataSpec(n_stacks=4, shape=(10, 32, 32)))
+    cfg.save(tmp_path / "c.json")
+    cache = tmp_path / "cache"
+    runner = CliRunner()
+    result = runner.invoke(main, ["pool", "--config", str(tmp_path / "c.json"), "--workers", "1",
+                                  "--set", f"data.cache_dir={cache}"])
+    assert result.exit_code == 0, result.output
+    assert len(list(cache.rglob("*.npz"))) == 4
+    result = runner.invoke(main, ["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "run"),
+                                  "--no-final-tuning", "--set", "lr=2e-4", "--set", "norm=frozen",
+                                  "--set", f"data.cache_dir={cache}", "--set", "data.density=[50, 3000]"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["lr"] == 2e-4 and saved["norm"] == "frozen" and saved["data"]["density"] == [50, 3000]
+    assert saved["data"]["cache_dir"] == str(cache)
+    for bad in ("bogus=1", "data.bogus=1", "lr", "norm=batch"):
+        result = runner.invoke(main, ["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "x"),
+                                      "--set", bad])
+        assert result.exit_code == 2 and "--set" in result.output, (bad, result.output)
