@@ -55,3 +55,9 @@ def test_training_cli_takes_an_annotation_folder(tmp_path):
     assert result.exit_code == 0, result.output
     scores = json.loads(result.output)
     assert scores["split"] == "test" and 0.0 <= scores["all"]["f1_mean"] <= 1.0
+    write_stacks(tmp_path / "one", {}, 1, (6, 32, 32), seed=3)  # one stack: nothing in the validation split
+    for p in sorted((tmp_path / "one").iterdir())[2:]:
+        p.unlink()
+    result = CliRunner().invoke(main, ["evaluate", str(ROOT / "training/checkpoints/dmdet-w8-crowded.pt"),
+                                       "--data", str(tmp_path / "one"), "--split", "val"])
+    assert result.exit_code == 1 and "is empty" in result.output and "Traceback" not in result.output

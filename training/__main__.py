@@ -102,7 +102,8 @@ def _with_settings(cfg, settings: tuple[str, ...]):
 @click.option("--n-stacks", type=int, default=None, help="override data.n_stacks")
 @click.option("--shape", default=None, help="override data.shape, e.g. 10,512,512")
 @click.option("--data", "data_folder", type=click.Path(exists=True, file_okay=False), default=None,
-              help="score on the stack.tif + stack.csv pairs in this folder instead of the checkpoint's data")
+              help="score on the stack.tif + stack.csv pairs in this folder instead of the checkpoint's data "
+                   "(split 50/25/25 by name order, as training/configs/finetune.json splits them)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write the scores as JSON")
 def evaluate(checkpoint: str, split: str, norm: str, threshold: float | None, n_stacks: int | None,
              shape: str | None, data_folder: str | None, output: str | None) -> None:
@@ -114,11 +115,16 @@ def evaluate(checkpoint: str, split: str, norm: str, threshold: float | None, n_
         overrides["n_stacks"] = n_stacks
     if shape is not None:
         overrides["shape"] = tuple(int(v) for v in shape.split(","))
-    if data_folder is not None:
-        overrides.update(source="annotations", folder=data_folder, online=False)
+    if data_folder is not None:  # split as `train --data` with the shipped configs does (finetune.json: 50/25/25)
+        from training.config import DataSpec
+
+        overrides.update(source="annotations", folder=data_folder, online=False, split=DataSpec().split)
     from export.onnx_export import _json_safe
 
-    result = _json_safe(run(checkpoint, split, norm, threshold, overrides))
+    try:
+        result = _json_safe(run(checkpoint, split, norm, threshold, overrides))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
     text = json.dumps(result, indent=2)
     if output:
         Path(output).write_text(text + "\n")

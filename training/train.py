@@ -384,6 +384,9 @@ def evaluate(
     set_norm_mode(model, norm)
     spec = dataclasses.replace(cfg.data, **(data_overrides or {}))
     items = load_split(spec, split, cfg.target, cfg.sigma_zyx)
+    if not items:
+        where = spec.folder if spec.source == "annotations" else f"{spec.n_stacks} simulated stacks"
+        raise ValueError(f"the {split} split of {where} (split {tuple(spec.split)}) is empty: nothing to score")
     thr = float(threshold if threshold is not None else ck.get("threshold", 0.5))
     scores = []
     for it in items:
