@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -127,25 +129,15 @@ def fill_cache(spec: DataSpec, workers: int, progress: bool = False) -> int:
 
     Runs that share the spec then read the stacks back instead of simulating them; returns the number of items.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     if spec.source != "simulated" or not spec.cache_dir:
         raise ValueError("fill_cache needs a simulated data spec with a cache_dir")
     todo = [i for i in range(spec.n_stacks) if not _cache_path(spec, i).exists()]  # type: ignore[union-attr]
-    with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
-        it = pool.map(_cache_one, [spec] * len(todo), todo, chunksize=max(1, len(todo) // (8 * max(1, workers))))
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, total=len(todo), desc=f"simulating into {spec.cache_dir}", leave=False)
-        for _ in it:
-            pass
+    _parallel_map(partial(_cache_one, spec), todo, workers, progress, f"simulating into {spec.cache_dir}")
     return spec.n_stacks
 
 
 def _cache_one(spec: DataSpec, index: int) -> None:
-    simulate_item(spec, index)
+    simulate_item(spec, index)  # written to the cache; nothing travels back to the parent process
 
 
 def _simulated_item(spec: DataSpec, index: int, target: str, sigma_zyx: tuple[float, float, float]) -> Item:
@@ -155,18 +147,24 @@ def _simulated_item(spec: DataSpec, index: int, target: str, sigma_zyx: tuple[fl
 def _load_parallel(spec: DataSpec, idx: range, target: str, sigma_zyx: tuple[float, float, float], workers: int,
                    progress: bool, split: str) -> list[Item]:
     """Simulated items of ``idx`` made by ``workers`` processes; the same items, in order, as one process makes."""
+    make = partial(_simulated_item, spec, target=target, sigma_zyx=tuple(sigma_zyx))
+    return _parallel_map(make, idx, workers, progress, f"simulating {split} ({workers} processes)")
+
+
+def _parallel_map(fn: Callable[[int], Any], indices: Sequence[int], workers: int, progress: bool,
+                  desc: str) -> list[Any]:
+    """``[fn(i) for i in indices]`` in ``workers`` spawned processes (no fork of a process that may hold CUDA or
+    torch threads), in order, with an optional progress bar."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    from functools import partial
 
-    make = partial(_simulated_item, spec, target=target, sigma_zyx=tuple(sigma_zyx))
-    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold CUDA or torch threads
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        it = pool.map(make, idx, chunksize=max(1, len(idx) // (8 * workers)))
+    workers = max(1, workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        it = pool.map(fn, indices, chunksize=max(1, len(indices) // (8 * workers)))
         if progress:
             from tqdm import tqdm
 
-            it = tqdm(it, total=len(idx), desc=f"simulating {split} ({workers} processes)", leave=False)
+            it = tqdm(it, total=len(indices), desc=desc, leave=False)
         return list(it)
 
 

@@ -43,7 +43,7 @@ def default_workers() -> int:
 
 def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """``state_dict`` with every tensor on the CPU (checkpoints load anywhere)."""
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+    return _cpu_tree(module.state_dict())
 
 
 @torch.no_grad()
@@ -220,7 +220,7 @@ def train(
     device = resolve_device(cfg.device)
     workers = cfg.data_workers or default_workers()
 
-    model = build_model(cfg)
+    model = build_model(cfg).to(device)  # before the optimizer: loaded states are copied onto the device
     freeze_norms(model, cfg.norm == "frozen")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), amsgrad=True)
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
@@ -231,7 +231,6 @@ def train(
         if _comparable(ck["config"]) != _comparable(cfg.to_dict()):
             raise ValueError(f"{out}/last.pt was written with a different config; use --restart or a new --out")
         model.load_state_dict(ck["model"])
-        model.to(device)
         opt.load_state_dict(ck["optimizer"])  # moves the moments to the parameters' device
         rng.bit_generator.state = ck["np_rng"]
         torch.set_rng_state(ck["torch_rng"])
@@ -240,7 +239,6 @@ def train(
         position = int(ck.get("sampler_position", 0))
     elif cfg.init_from:
         model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
-    model.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop shape: let cuDNN pick the fastest convolutions
     if progress:
