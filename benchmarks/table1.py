@@ -16,8 +16,10 @@ found once per validation volume and filtered by score, so only peaks are cached
 Rows: "sef3d", one per ``--model``, "dm (integer maxima)" (the dm model's detections at their integer voxels,
 i.e. ``refine="none"``: the sub-voxel refinement ablation) and "dm (lsq refinement)" (the same detections
 refined by the 3x3x3 log-quadratic least-squares fit instead of the per-axis 3-point log-Gaussian), and, for a
-model with a noise calibration, "NAME (auto threshold)": what ``dmdet-infer`` does by default (each volume's own
-threshold from the calibration, :mod:`dmdet_infer.threshold`, nothing tuned on validation; lsq refinement).
+model with a noise calibration, "NAME (auto threshold)": what ``dmdet-infer`` does by default, through the same
+``Detector`` (each volume's own cut on score and photometric mass from the calibration, :mod:`dmdet_infer.threshold`,
+nothing tuned on validation; lsq refinement; merged pairs split, :mod:`dmdet_infer.pairs`), and "NAME (auto, no
+pair split)", the same without the pair split (ablation).
 Writes OUT.md (table), OUT.json (per-image results, tuned parameters, timing, machine) and OUT.png (F1 and RMSE
 vs SNR, with the paper's DM-DetNet3D and the CRLB).
 """
@@ -49,6 +51,7 @@ SEF3D_KS = tuple(float(k) for k in np.round(np.arange(0.5, 12.01, 0.5), 2))
 INTEGER_ROW = "dm (integer maxima)"
 LSQ_ROW = "dm (lsq refinement)"
 AUTO_SUFFIX = " (auto threshold)"
+NO_SPLIT_SUFFIX = " (auto, no pair split)"
 
 
 def _model_arg(text: str) -> tuple[str, str]:
@@ -219,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from tqdm import tqdm
 
-    from dmdet_infer import threshold as autothreshold
     from dmdet_infer.detector import Detector
     from dmdet_infer.peaks import find_peaks
     from dmdet_infer.peaks import warmup as warmup_peaks
@@ -227,10 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {} if args.shape is None else {"shape": args.shape}
     warmup_peaks()
     detectors = {}
+    autos = {}  # name -> (default Detector: auto threshold + pair split, the same without the split)
     for name, path in args.model:
         det = Detector(path, device=args.device, threads=args.threads)
         det.warmup()
         detectors[name] = (det, path)
+        if det.info.noise_peaks is not None:
+            autos[name] = (Detector(det.model, threshold="auto"),
+                           Detector(det.model, threshold="auto", split_pairs=False))
     t_start = time.perf_counter()
 
     # Validation: stream volumes once; keep only peaks (at the floor threshold) per model and SEF3D F1 sums.
@@ -260,13 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     from training.sef3d import sef3d_detect
 
     results: dict[str, list[dict]] = {"sef3d": []}
-    for name, (det, _) in detectors.items():
+    for name in detectors:
         results[name] = []
         if name == "dm":
             results[INTEGER_ROW] = []
             results[LSQ_ROW] = []
-        if det.info.noise_peaks is not None:
+        if name in autos:
             results[f"{name}{AUTO_SUFFIX}"] = []
+            results[f"{name}{NO_SPLIT_SUFFIX}"] = []
     n_test = len(PTC_SNRS) * 3 * args.n_per_cell
     for vol, pos, meta in tqdm(ev.iter_split(args.seed, ev.SPLIT_TEST, args.n_per_cell, **overrides),
                                total=n_test, desc="test", file=sys.stderr):
@@ -287,13 +294,16 @@ def main(argv: list[str] | None = None) -> int:
                 results[INTEGER_ROW].append({**integer, **timing})
                 lsq = find_peaks(density, det.threshold, det.min_distance, "lsq")  # same peaks, other refinement
                 results[LSQ_ROW].append({**ev.score_item(lsq.coords, pos, meta, t2 - t0), **timing})
-            cal = det.info.noise_peaks
-            if cal is not None:  # what dmdet-infer does by default: --threshold auto, lsq refinement
-                found = find_peaks(density, autothreshold.floor(cal), det.min_distance, "lsq")
-                chosen = autothreshold.choose(found.scores, density.size, cal, det.info.threshold)
-                coords = found.coords[found.scores.astype(np.float64) > chosen]
-                results[f"{name}{AUTO_SUFFIX}"].append(
-                    {**ev.score_item(coords, pos, meta, t2 - t0), **timing, "threshold": chosen})
+            if name in autos:  # what dmdet-infer does by default (Detector.detect, split into its two steps)
+                auto, no_split = autos[name]
+                t0 = time.perf_counter()
+                stats = auto.stats(vol)
+                parts = [auto.tile_candidates(vol, core, stats) for core in auto.cores(vol.shape)]
+                spots = auto.merge(parts, None, vol.size)
+                t1 = time.perf_counter()
+                results[f"{name}{AUTO_SUFFIX}"].append(ev.score_item(spots.zyx, pos, meta, t1 - t0))
+                plain = no_split.merge(parts, None, vol.size)
+                results[f"{name}{NO_SPLIT_SUFFIX}"].append(ev.score_item(plain.zyx, pos, meta, t1 - t0))
     t_test = time.perf_counter() - t_start - t_val
 
     crlb = ev.crlb_by_snr(PTC_SNRS)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import memory, normalise, tiling
+from . import memory, normalise, pairs, tiling
 from . import threshold as autothreshold
 from .errors import InputError, where
 from .io import Stack, check_finite, release_pages
@@ -34,6 +34,7 @@ class TileCandidates(NamedTuple):
     voxels: np.ndarray  # int64 (N, 3)
     scores: np.ndarray  # float32 (N,)
     intensity: np.ndarray  # float32 (N,)
+    features: np.ndarray  # float64 (N, pairs.N_FEATURES); NaN rows where not measured (see Detector.split_pairs)
 
 
 def as_triple(value: float | Iterable[float], name: str) -> Triple:
@@ -73,6 +74,9 @@ class Detector:
     tile: largest core (z,y,x) sent to the network at once; None chooses it from the volume size and the memory
         (a quarter of the free RAM, or of the free GPU memory on CUDA, at most ``tile_memory`` bytes per tile,
         default 2 GiB; measured once, when the detector is made).
+    split_pairs: split spots that are two particles merged into one peak (:mod:`dmdet_infer.pairs`; density
+        models only). Only spots scoring at least the fixed threshold (the model's tuned one with 'auto') are
+        considered, and their windows are bounded by the other peaks above it.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class Detector:
         tile: Iterable[int] | None = None,
         threads: int | None = None,
         tile_memory: float | None = None,
+        split_pairs: bool = True,
     ) -> None:
         self.model = model if isinstance(model, Model) else Model(model, device=device, threads=threads)
         info = self.model.info
@@ -111,6 +116,15 @@ class Detector:
             raise InputError(f"--tile-memory must be positive, got {tile_memory!r}")
         width = info.config.get("width") if isinstance(info.config, dict) else None
         self.max_tile_voxels = memory.tile_voxels(width, self.model.on_cuda, tile_memory)
+        self.split_pairs = bool(split_pairs) and info.kind == "density" and info.sigma_zyx is not None
+        self.cut = self.auto and autothreshold.has_cut(info.noise_peaks) and info.sigma_zyx is not None
+        # spots scoring at least measure_level get pairs.shape_features (their windows bounded by the peaks above
+        # the fixed threshold): all that split_pairs considers, and all that the auto cut needs
+        self.measure_level: float | None = None
+        if self.cut:
+            self.measure_level = min(self.threshold, float(info.noise_peaks["measure_level"]))
+        elif self.split_pairs:
+            self.measure_level = self.threshold
 
     @property
     def search_threshold(self) -> float:
@@ -157,30 +171,43 @@ class Detector:
         return tiling.predict(volume, self.model.run, lambda b: normalise.apply(b, offset, scale),
                               self.tile_shape(volume.shape), halo, stride)
 
-    def tile_candidates(self, volume, core: tiling.Region, stats: tuple[float, float]) -> TileCandidates:
+    def tile_candidates(self, volume, core: tiling.Region, stats: tuple[float, float],
+                        measure_level: float | None = None, floor: float | None = None) -> TileCandidates:
         """Peaks (before min-distance suppression) whose voxel lies in ``core``, in volume coordinates.
 
-        The density map is computed for the core plus a one-voxel margin (enough for the maxima test and the
-        refinement); the margin doubles while a plateau of the core reaches the margin's edge. Only this
-        block is in memory. ``stats`` is :meth:`stats` of the whole volume."""
+        The density map is computed for the core plus a margin of one voxel (enough for the maxima test and the
+        refinement), or of twice :data:`pairs.RADIUS` when spots are measured; the margin doubles while a
+        plateau of the core reaches the margin's edge. Only this block is in memory. ``stats`` is :meth:`stats`
+        of the whole volume; peaks above ``floor`` (default :attr:`search_threshold`) are found, and those scoring
+        at least ``measure_level`` (default: the detector's) get :func:`pairs.shape_features`, the others NaN."""
         offset, scale = stats
         shape = tuple(volume.shape)
         info = self.info
-        margin = [1, 1, 1]
+        level = self.measure_level if measure_level is None else measure_level
+        margin = [1, 1, 1] if level is None else [2 * r + 1 for r in pairs.RADIUS]
         while True:
             region = tiling.grow(core, tuple(margin), shape)
             density, raw = tiling.predict_region(volume, self.model.run, lambda b: normalise.apply(b, offset, scale),
                                                  region, info.halo_zyx, info.stride_zyx)
             local = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
             faces = tuple((r.start > 0, r.stop < n) for r, n in zip(region, shape))
-            found = find_candidates(density, self.search_threshold, self.refine, local, faces)
+            found = find_candidates(density, self.search_threshold if floor is None else floor, self.refine, local,
+                                    faces)
             if not found.unresolved:
                 break
             margin = [min(2 * m, n) for m, n in zip(margin, shape)]
         origin = np.array([r.start for r in region], np.int64)
         v = found.voxels
         intensity = np.asarray(raw[v[:, 0], v[:, 1], v[:, 2]], dtype=np.float32)
-        return TileCandidates(found.coords + origin, v + origin, found.scores, intensity)
+        features = np.full((len(v), pairs.N_FEATURES), np.nan)
+        if level is not None and info.sigma_zyx is not None:
+            seeds = find_candidates(density, self.threshold, self.refine).coords  # the whole block's spots
+            measured = found.scores >= level
+            f = pairs.shape_features(density, normalise.apply(raw, offset, scale), v[measured],
+                                     found.coords[measured], seeds, info.sigma_zyx)
+            f[:, 0:3] += origin
+            features[measured] = f
+        return TileCandidates(found.coords + origin, v + origin, found.scores, intensity, features)
 
     def merge(self, parts: Iterable[TileCandidates], voxel_size_um: Iterable[float] | None = None,
               n_voxels: int | None = None) -> Spots:
@@ -191,15 +218,40 @@ class Detector:
         parts = list(parts)
         if not parts:
             return Spots.empty(size)
-        coords, voxels, scores, intensity = (np.concatenate(a) for a in zip(*parts))
+        coords, voxels, scores, intensity, features = (np.concatenate(a) for a in zip(*parts))
+        features = features.reshape(-1, pairs.N_FEATURES)
         keep = suppress(voxels.reshape(-1, 3), scores, self.min_distance)
         if self.auto:
             if n_voxels is None:
                 raise ValueError("merge needs n_voxels with the automatic threshold")
-            chosen = autothreshold.choose(scores[keep], n_voxels, self.info.noise_peaks, self.threshold)
-            keep = keep[scores[keep] > chosen]
+            cal = self.info.noise_peaks
+            if self.cut:
+                mass = features[keep, 8]
+                t, a = autothreshold.choose_cut(scores[keep], mass, n_voxels, cal, self.threshold)
+                keep = keep[(scores[keep] > t) & ~(mass <= a)]  # NaN (not measured) passes the mass cut
+            else:
+                keep = keep[scores[keep] > autothreshold.choose(scores[keep], n_voxels, cal, self.threshold)]
         c = coords.reshape(-1, 3)[keep]
+        if self.split_pairs:
+            f = np.where((scores[keep] >= self.threshold)[:, None], features[keep], np.nan)
+            source, c = pairs.split(c, f, self.info.sigma_zyx)
+            keep = keep[source]
         return Spots(c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy(), scores[keep], intensity[keep], None, size)
+
+    def candidates(self, volume: np.ndarray, floor: float = autothreshold.GRID[0],
+                   measure_level: float = autothreshold.MEASURE_LEVEL) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, photons)`` of all peaks above ``floor`` after min-distance suppression, with the
+        photometric mass of those scoring at least ``measure_level`` (NaN for the others; windows bounded by the
+        peaks above the detector's threshold): what :func:`dmdet_infer.threshold.calibrate` counts on noise
+        volumes."""
+        check_volume(volume)
+        stats = self.stats(volume)
+        if stats[1] == 0.0:
+            return np.zeros(0, np.float32), np.zeros(0)
+        parts = [self.tile_candidates(volume, core, stats, measure_level, floor) for core in self.cores(volume.shape)]
+        _, voxels, scores, _, features = (np.concatenate(a) for a in zip(*parts))
+        keep = suppress(voxels.reshape(-1, 3), scores, self.min_distance)
+        return scores[keep], features.reshape(-1, pairs.N_FEATURES)[keep, 8]
 
     def detect(
         self,

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from . import pairs
 from .detector import Detector, TileCandidates, check_volume
 from .errors import DmdetError, InputError
 from .io import Stack
@@ -39,10 +40,12 @@ class DetectorSpec:
     tile: tuple[int, int, int] | None = None
     threads: int | None = None
     tile_memory: float | None = None
+    split_pairs: bool = True
 
     def build(self) -> Detector:
         return Detector(self.model, device=self.device, threshold=self.threshold, min_distance=self.min_distance,
-                        refine=self.refine, tile=self.tile, threads=self.threads, tile_memory=self.tile_memory)
+                        refine=self.refine, tile=self.tile, threads=self.threads, tile_memory=self.tile_memory,
+                        split_pairs=self.split_pairs)
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ def _tile(spec: DetectorSpec, source: _Source | np.ndarray, frame: int, core: tu
     det = _detector(spec)
     if stats[1] == 0.0:
         e = np.zeros((0, 3))
-        return TileCandidates(e, e.astype(np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32))
+        return TileCandidates(e, e.astype(np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                              np.zeros((0, pairs.N_FEATURES)))
     return det.tile_candidates(_stack(source).data[frame], core, stats)
 
 

@@ -10,6 +10,13 @@ above ``t``; ``guard`` standard deviations of a Poisson count), the number of pa
 ties). When no spot stands out of the noise (``P < 1``) it returns the model's fixed threshold. A faint image
 (SNR ~1) thus gets a low threshold and a bright one a high threshold that drops the noise peaks a single
 compromise threshold lets through.
+
+A calibration may also hold the noise peaks' photometric masses (``photons``, ``per_voxel_cut``;
+:func:`dmdet_infer.pairs.shape_features`, measured for peaks scoring at least ``measure_level``). Then
+:func:`choose_cut` searches a cut on both the score and the photometric mass (a peak is kept when its score is
+above ``t`` and, if measured, its mass above ``a``) with the same estimated F1. In a bright image the noise
+peaks, whose scores overlap those of real spots, are far fainter than the real spots: the mass cut drops them
+without raising the score threshold over faint-scoring real spots.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ GUARD_SD = 2.0
 CALIBRATION_SHAPE = (10, 512, 512)
 CALIBRATION_BACKGROUND = 10.0
 CALIBRATION_VOLUMES = 2
+PHOTON_GRID = tuple(round(float(a), 1) for a in np.geomspace(5.0, 500.0, 31))  # normalised units
+MEASURE_LEVEL = 0.5
 
 
 def calibrate(
-    scores_of: Callable[[np.ndarray], np.ndarray],
+    scores_of: Callable[[np.ndarray], Any],
     shape: tuple[int, int, int] = CALIBRATION_SHAPE,
     volumes: int = CALIBRATION_VOLUMES,
     background: float = CALIBRATION_BACKGROUND,
@@ -36,17 +45,30 @@ def calibrate(
     """Noise-peak rate per voxel above each threshold of :data:`GRID`.
 
     ``scores_of(volume)`` returns the scores of the spots found in ``volume`` at threshold ``GRID[0]`` (e.g.
-    ``lambda v: Detector(model, threshold=0.05).detect(v).score``); it is called on ``volumes`` Poisson volumes
-    of ``shape`` with mean ``background`` photons (no particles)."""
+    ``lambda v: Detector(model, threshold=0.05).detect(v).score``), or ``(scores, photons)`` with the
+    photometric masses (NaN where not measured, see :meth:`dmdet_infer.detector.Detector.candidates`), which adds
+    the rates of :func:`choose_cut`; it is called on ``volumes`` Poisson volumes of ``shape`` with mean
+    ``background`` photons (no particles)."""
     rng = np.random.default_rng(seed)
-    scores = []
+    scores, photons = [], []
     for _ in range(int(volumes)):
-        scores.append(np.asarray(scores_of(rng.poisson(background, shape).astype(np.float32)), np.float64))
+        found = scores_of(rng.poisson(background, shape).astype(np.float32))
+        s, p = found if isinstance(found, tuple) else (found, None)
+        scores.append(np.asarray(s, np.float64).reshape(-1))
+        photons.append(None if p is None else np.asarray(p, np.float64).reshape(-1))
     found = np.concatenate(scores) if scores else np.zeros(0)
     n_voxels = int(volumes) * int(np.prod(shape))
     rates = [float(np.count_nonzero(found > t)) / n_voxels for t in GRID]
-    return {"thresholds": list(GRID), "per_voxel": rates, "guard_sd": GUARD_SD, "shape": list(shape),
-            "volumes": int(volumes), "background": float(background), "noise": "poisson"}
+    out = {"thresholds": list(GRID), "per_voxel": rates, "guard_sd": GUARD_SD, "shape": list(shape),
+           "volumes": int(volumes), "background": float(background), "noise": "poisson"}
+    if photons and all(p is not None for p in photons):
+        mass = np.concatenate(photons)
+        mass = np.where(np.isnan(mass), np.inf, mass)  # not measured: never cut
+        out["measure_level"] = MEASURE_LEVEL
+        out["photons"] = list(PHOTON_GRID)
+        out["per_voxel_cut"] = [[float(np.count_nonzero((found > t) & (mass > a))) / n_voxels for a in PHOTON_GRID]
+                                for t in GRID]
+    return out
 
 
 def check(calibration: dict[str, Any]) -> None:
@@ -57,6 +79,20 @@ def check(calibration: dict[str, Any]) -> None:
         raise ValueError("dmdet.noise_peaks needs equal-length lists 'thresholds' and 'per_voxel'")
     if any(b <= a for a, b in zip(t, t[1:])) or not all(0.0 <= v < 1.0 for v in t):
         raise ValueError("dmdet.noise_peaks thresholds must increase within [0, 1)")
+    if "per_voxel_cut" in calibration:
+        a = calibration.get("photons")
+        cut = calibration["per_voxel_cut"]
+        level = calibration.get("measure_level")
+        if (not isinstance(a, list) or not a or not isinstance(cut, list) or len(cut) != len(t)
+                or any(not isinstance(row, list) or len(row) != len(a) for row in cut)
+                or not isinstance(level, (int, float))):
+            raise ValueError("dmdet.noise_peaks needs 'photons', 'measure_level' and a 'per_voxel_cut' row of "
+                             "len(photons) rates per threshold")
+
+
+def has_cut(calibration: dict[str, Any] | None) -> bool:
+    """Whether ``calibration`` supports :func:`choose_cut` (score and photometric mass)."""
+    return calibration is not None and "per_voxel_cut" in calibration
 
 
 def floor(calibration: dict[str, Any]) -> float:
@@ -79,3 +115,31 @@ def choose(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallb
     f1 = 2.0 * tp / np.maximum(above + particles, 1.0)
     best = np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]
     return float(grid[best])
+
+
+def choose_cut(
+    scores: np.ndarray, photons: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallback: float
+) -> tuple[float, float]:
+    """``(t, a)`` for one volume: keep candidates scoring above ``t`` whose photometric mass (NaN: not measured)
+    is above ``a`` (``-inf``: no mass cut). Same estimate as :func:`choose`, over both cuts; ties go to the
+    highest ``t``, then the lowest ``a``. Falls back to ``(fallback, -inf)`` where :func:`choose` does."""
+    grid = np.asarray(calibration["thresholds"], np.float64)
+    levels = np.r_[-np.inf, np.asarray(calibration["photons"], np.float64)]
+    rate = np.c_[np.asarray(calibration["per_voxel"], np.float64), np.asarray(calibration["per_voxel_cut"])]
+    guard = float(calibration.get("guard_sd", GUARD_SD))
+    s = np.asarray(scores, np.float64).reshape(-1)
+    m = np.asarray(photons, np.float64).reshape(-1)
+    m = np.where(np.isnan(m), np.inf, m)
+    above = np.empty(rate.shape)
+    for j, a in enumerate(levels):
+        kept = np.sort(s[m > a])
+        above[:, j] = kept.size - np.searchsorted(kept, grid, side="right")
+    fp = rate * float(n_voxels)
+    tp = np.clip(above - fp - guard * np.sqrt(fp), 0.0, None)
+    if not tp.size or tp[:, 0].max() < 1.0:  # no spot stands out by its score: as choose (the many cells of the
+        return float(fallback), -np.inf      # 2D search would otherwise find one in pure noise now and then)
+    particles = float(tp.max())
+    f1 = 2.0 * tp / np.maximum(above + particles, 1.0)
+    best = np.argwhere(f1 >= f1.max() - 1e-12)
+    i, j = best[np.lexsort((best[:, 1], -best[:, 0]))[0]]
+    return float(grid[i]), float(levels[j])

@@ -142,8 +142,12 @@ def export_checkpoint(
         if not max_diff <= tolerance:
             raise RuntimeError(f"ONNX/PyTorch parity failed: max |diff| {max_diff:.3g} > {tolerance:g}")
         if calibration_shape is not None:
-            detector = Detector(str(final), device="cpu", threshold=autothreshold.GRID[0])
-            calibration = autothreshold.calibrate(lambda v: detector.detect(v).score, tuple(calibration_shape))
+            if info.kind == "density" and info.sigma_zyx is not None:  # also the noise peaks' photometric masses
+                detector = Detector(str(final), device="cpu", threshold=info.threshold)
+                calibration = autothreshold.calibrate(detector.candidates, tuple(calibration_shape))
+            else:
+                detector = Detector(str(final), device="cpu", threshold=autothreshold.GRID[0])
+                calibration = autothreshold.calibrate(lambda v: detector.detect(v).score, tuple(calibration_shape))
             info = dataclasses.replace(info, noise_peaks=calibration)
             _set_metadata(proto, info)
             onnx.save_model(proto, str(final), save_as_external_data=False)

@@ -49,7 +49,7 @@ def _whole_map_spots(det: Detector, volume: np.ndarray):
 def test_tiled_peaks_equal_whole_map_peaks_on_seams_and_borders(pooled_model_path, tile, min_distance, refine):
     volume = render_spots(SHAPE, _seam_truth(tile), seed=1)
     det = Detector(pooled_model_path, device="cpu", tile=tile, min_distance=min_distance, refine=refine,
-                   threshold=0.3)
+                   threshold=0.3, split_pairs=False)
     assert len(det.cores(SHAPE)) > 8
     spots = det.detect(volume)
     ref = _whole_map_spots(det, volume)

@@ -151,8 +151,9 @@ def test_table1_main_end_to_end(tmp_path, pooled_model_path, model_path, capsys)
     assert md in capsys.readouterr().out
     report = json.loads(Path(f"{out}.json").read_text())
     assert set(report["results"]) == {"sef3d", "dm", "plain", "dm (integer maxima)", "dm (lsq refinement)",
-                                      "plain (auto threshold)"}
-    assert all(0.0 < r["threshold"] < 1.0 for r in report["results"]["plain (auto threshold)"])
+                                      "plain (auto threshold)", "plain (auto, no pair split)"}
+    auto, no_split = report["results"]["plain (auto threshold)"], report["results"]["plain (auto, no pair split)"]
+    assert all(a["n_pred"] >= b["n_pred"] for a, b in zip(auto, no_split))  # a split only ever adds spots
     assert all(len(r) == 12 for r in report["results"].values())  # 4 SNR x 3 densities x 1
     assert 0.0 < report["tuned"]["dm"]["threshold"] < 1.0 and "k" in report["tuned"]["sef3d"]
     assert report["machine"]["cpu_count"] >= 1 and report["data"]["shape"] == [6, 48, 48]

@@ -68,6 +68,58 @@ def test_shipped_model_is_calibrated_and_auto_by_default():
     rates = det.info.noise_peaks["per_voxel"]
     assert all(b <= a for a, b in zip(rates, rates[1:])) and rates[0] > 0
     assert not Detector(threshold=0.5, threads=1).auto
+    assert det.cut and auto.has_cut(det.info.noise_peaks)  # score and photometric-mass cut
+    cut = np.asarray(det.info.noise_peaks["per_voxel_cut"])
+    assert (np.diff(cut, axis=1) <= 0).all() and (cut <= np.asarray(rates)[:, None]).all()
+
+
+# A made-up 2D calibration: the noise peaks of RATE, measured ones (score >= 0.5) with masses uniform in 0..50.
+A = list(auto.PHOTON_GRID)
+RATE_CUT = {**RATE, "measure_level": 0.5, "photons": A, "per_voxel_cut": [
+    [1e-4 * (max(0.0, 0.8 - max(t, 0.5)) * max(0.0, 1 - a / 50) + max(0.0, 0.5 - t)) / 0.8 for a in A]
+    for t in auto.GRID]}
+
+
+def noise_masses(scores: np.ndarray) -> np.ndarray:
+    mass = np.random.default_rng(0).uniform(0, 50, scores.size)
+    return np.where(scores >= 0.5, mass, np.nan)
+
+
+def test_choose_cut_drops_faint_noise_in_a_bright_volume_without_losing_low_scoring_spots():
+    noise = noise_scores()
+    spots = np.linspace(0.6, 0.99, 200)  # real spots whose scores overlap the noise peaks' ...
+    scores = np.concatenate([noise, spots])
+    mass = np.concatenate([noise_masses(noise), np.full(200, 400.0)])  # ... but far brighter
+    t, a = auto.choose_cut(scores, mass, N_VOXELS, RATE_CUT, fallback=0.5)
+    kept = (scores > t) & ~(mass <= a)
+    assert kept[noise.size:].all() and kept[:noise.size].sum() <= 2
+    t1 = auto.choose(scores, N_VOXELS, RATE, fallback=0.5)  # the score alone must trade one for the other
+    assert ((scores > t1)[noise.size:]).sum() < 200 or (scores > t1)[:noise.size].sum() > 2
+
+
+def test_choose_cut_leaves_faint_spots_alone_and_equals_choose_without_masses():
+    noise = noise_scores()
+    spots = np.linspace(0.3, 0.99, 200)
+    scores = np.concatenate([noise, spots])
+    mass = np.concatenate([noise_masses(noise), np.random.default_rng(1).uniform(0, 50, 200)])  # as faint as noise
+    t, a = auto.choose_cut(scores, mass, N_VOXELS, RATE_CUT, fallback=0.5)
+    assert ((scores > t) & ~(mass <= a))[noise.size:].sum() >= 0.9 * ((scores > t)[noise.size:]).sum()
+    unmeasured = np.full(scores.size, np.nan)
+    assert auto.choose_cut(scores, unmeasured, N_VOXELS, RATE_CUT, 0.5)[0] == auto.choose(scores, N_VOXELS, RATE_CUT,
+                                                                                          0.5)
+    assert auto.choose_cut(noise, noise_masses(noise), N_VOXELS, RATE_CUT, 0.66) == (0.66, -np.inf)
+
+
+def test_calibrate_with_masses_counts_peaks_above_both_cuts():
+    found = (np.array([0.1, 0.6, 0.9]), np.array([np.nan, 20.0, 200.0]))
+    cal = auto.calibrate(lambda v: found, shape=(2, 5, 10), volumes=2)
+    auto.check(cal)
+    cut = dict(zip(cal["thresholds"], cal["per_voxel_cut"]))
+    j = A.index(next(a for a in A if a > 20.0))  # first mass level above the 20-photon peak
+    assert cut[0.05][0] == pytest.approx(6 / 200) and cut[0.05][j] == pytest.approx(4 / 200)  # NaN: never cut
+    assert cut[0.6][j] == pytest.approx(2 / 200) and cut[0.6][-1] == 0.0
+    with pytest.raises(ValueError, match="per_voxel_cut"):
+        auto.check({**cal, "per_voxel_cut": cal["per_voxel_cut"][:3]})
 
 
 @pytest.mark.parametrize("snr", [1.0, 7.0])

@@ -1,0 +1,190 @@
+"""Split spots that are two particles merged into one peak of the density map.
+
+Two particles closer than about twice the target sigma give the network one elongated blob with one maximum.
+For each spot, :func:`shape_features` measures, within a window of :data:`RADIUS` voxels and only on the voxels
+nearer to this spot than to any other peak (a Voronoi mask), the density-weighted covariance in target-sigma
+units, the density mass, and the background-subtracted photometric mass of the normalised image (the
+background being the median of the window's voxels where the density is near zero). A blob of two particles
+``d`` apart along ``u`` has the covariance of one blob plus ``(d/2)^2 u u^T`` and about twice the photons.
+
+:func:`split` compares each spot with the volume's typical spot (medians over its spots, most of which are single
+particles): a spot is split when its largest principal variance ``l1`` exceeds the median by :data:`L1_MADS`
+robust standard deviations, its density mass by :data:`MASS_MADS`, and its photometric mass is at least
+:data:`PHOTON_RATIO` times the median. It is replaced by two spots at ``mean ± sqrt(l1 - median l1) u`` (sigma
+units). Nothing is split in a volume with fewer than :data:`MIN_SPOTS` spots (no reliable typical spot).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+RADIUS = (2, 4, 4)  # window half-size (z, y, x) in voxels
+MASS_FLOOR = 0.1  # density below this carries no weight in the covariance
+BACKGROUND_LEVEL = 0.05  # voxels with density below this are background (photometric background and mass)
+MIN_BACKGROUND_VOXELS = 10
+SEED_SCORE = 0.5  # peaks at least this high partition the windows (Voronoi seeds)
+L1_MADS = 3.0
+MASS_MADS = 2.0
+PHOTON_RATIO = 1.5
+MIN_SPOTS = 20
+N_FEATURES = 9  # mean z, y, x; l1; u z, y, x; density mass; photometric mass
+MAD_TO_SD = 1.4826
+
+
+@njit(cache=True)
+def _moments(d, x, vox, seeds, order, seed_y, own, sigma, radius, floor, bg_level, min_bg, out):  # pragma: no cover
+    nz, ny, nx = d.shape
+    ry = 2 * radius[1] + 1
+    buf = np.empty((2 * radius[0] + 1) * (2 * radius[1] + 1) * (2 * radius[2] + 1), np.float64)
+    for i in range(vox.shape[0]):
+        cz, cy, cx = seeds[own[i], 0], seeds[own[i], 1], seeds[own[i], 2]
+        lo = np.searchsorted(seed_y, cy - ry)
+        hi = np.searchsorted(seed_y, cy + ry, side="right")
+        sw = 0.0
+        m = np.zeros(3)
+        c = np.zeros(6)
+        nb = 0
+        for z in range(max(vox[i, 0] - radius[0], 0), min(vox[i, 0] + radius[0] + 1, nz)):
+            for y in range(max(vox[i, 1] - radius[1], 0), min(vox[i, 1] + radius[1] + 1, ny)):
+                for xx in range(max(vox[i, 2] - radius[2], 0), min(vox[i, 2] + radius[2] + 1, nx)):
+                    d0 = (z - cz) ** 2 + (y - cy) ** 2 + (xx - cx) ** 2
+                    mine = True
+                    for k in range(lo, hi):
+                        j = order[k]
+                        if j == own[i]:
+                            continue
+                        if (z - seeds[j, 0]) ** 2 + (y - seeds[j, 1]) ** 2 + (xx - seeds[j, 2]) ** 2 < d0:
+                            mine = False
+                            break
+                    if not mine:
+                        continue
+                    v = d[z, y, xx]
+                    if v < bg_level:
+                        buf[nb] = x[z, y, xx]
+                        nb += 1
+                    w = v - floor
+                    if w <= 0.0:
+                        continue
+                    a, b, e = z / sigma[0], y / sigma[1], xx / sigma[2]
+                    sw += w
+                    m[0] += w * a
+                    m[1] += w * b
+                    m[2] += w * e
+                    c[0] += w * a * a
+                    c[1] += w * b * b
+                    c[2] += w * e * e
+                    c[3] += w * a * b
+                    c[4] += w * a * e
+                    c[5] += w * b * e
+        bg = np.median(buf[:nb]) if nb >= min_bg else 0.0
+        phot = 0.0
+        for z in range(max(vox[i, 0] - radius[0], 0), min(vox[i, 0] + radius[0] + 1, nz)):
+            for y in range(max(vox[i, 1] - radius[1], 0), min(vox[i, 1] + radius[1] + 1, ny)):
+                for xx in range(max(vox[i, 2] - radius[2], 0), min(vox[i, 2] + radius[2] + 1, nx)):
+                    if d[z, y, xx] < bg_level:
+                        continue
+                    d0 = (z - cz) ** 2 + (y - cy) ** 2 + (xx - cx) ** 2
+                    mine = True
+                    for k in range(lo, hi):
+                        j = order[k]
+                        if j == own[i]:
+                            continue
+                        if (z - seeds[j, 0]) ** 2 + (y - seeds[j, 1]) ** 2 + (xx - seeds[j, 2]) ** 2 < d0:
+                            mine = False
+                            break
+                    if mine:
+                        phot += x[z, y, xx] - bg
+        out[i, 9] = sw
+        out[i, 10] = phot
+        if sw <= 0.0:
+            out[i, 0], out[i, 1], out[i, 2] = cz, cy, cx
+            continue
+        for a in range(3):
+            m[a] /= sw
+        out[i, 0], out[i, 1], out[i, 2] = m[0] * sigma[0], m[1] * sigma[1], m[2] * sigma[2]
+        out[i, 3] = c[0] / sw - m[0] * m[0]
+        out[i, 4] = c[1] / sw - m[1] * m[1]
+        out[i, 5] = c[2] / sw - m[2] * m[2]
+        out[i, 6] = c[3] / sw - m[0] * m[1]
+        out[i, 7] = c[4] / sw - m[0] * m[2]
+        out[i, 8] = c[5] / sw - m[1] * m[2]
+
+
+def shape_features(
+    density: np.ndarray,
+    normalised: np.ndarray,
+    voxels: np.ndarray,
+    coords: np.ndarray,
+    seeds: np.ndarray,
+    sigma_zyx: tuple[float, float, float],
+) -> np.ndarray:
+    """Features (N, :data:`N_FEATURES`) of the spots at ``voxels`` / ``coords`` (block coordinates) of one block.
+
+    ``density`` and ``normalised`` (the network input) cover the block, which should reach at least
+    ``2 * RADIUS + 1`` voxels beyond every spot where the volume goes on; ``seeds`` are the coordinates of the
+    block's other peaks (at least :data:`SEED_SCORE`) that bound each spot's window. Columns: the spot's mean
+    position (z, y, x), ``l1`` and its unit vector ``u`` (largest principal variance, target-sigma units), the
+    density mass and the photometric mass (normalised units)."""
+    vox = np.ascontiguousarray(voxels, np.int64).reshape(-1, 3)
+    n = vox.shape[0]
+    feats = np.zeros((n, N_FEATURES), np.float64)
+    if n == 0:
+        return feats
+    own_coords = np.asarray(coords, np.float64).reshape(-1, 3)
+    all_seeds = np.ascontiguousarray(np.concatenate([own_coords, np.asarray(seeds, np.float64).reshape(-1, 3)]))
+    order = np.argsort(all_seeds[:, 1], kind="stable")
+    out = np.zeros((n, 11), np.float64)
+    _moments(np.ascontiguousarray(density, np.float32), np.ascontiguousarray(normalised, np.float32), vox,
+             all_seeds, order, np.ascontiguousarray(all_seeds[order, 1]), np.arange(n),
+             np.asarray(sigma_zyx, np.float64), np.asarray(RADIUS, np.int64), MASS_FLOOR, BACKGROUND_LEVEL,
+             MIN_BACKGROUND_VOXELS, out)
+    cov = np.empty((n, 3, 3))
+    cov[:, 0, 0], cov[:, 1, 1], cov[:, 2, 2] = out[:, 3], out[:, 4], out[:, 5]
+    cov[:, 0, 1] = cov[:, 1, 0] = out[:, 6]
+    cov[:, 0, 2] = cov[:, 2, 0] = out[:, 7]
+    cov[:, 1, 2] = cov[:, 2, 1] = out[:, 8]
+    values, vectors = np.linalg.eigh(cov)
+    feats[:, 0:3] = out[:, 0:3]
+    feats[:, 3] = values[:, 2]
+    feats[:, 4:7] = vectors[:, :, 2]
+    feats[:, 7] = out[:, 9]
+    feats[:, 8] = out[:, 10]
+    return feats
+
+
+def _median_sd(values: np.ndarray) -> tuple[float, float]:
+    med = float(np.median(values))
+    return med, MAD_TO_SD * float(np.median(np.abs(values - med)))
+
+
+def split(
+    coords: np.ndarray, features: np.ndarray, sigma_zyx: tuple[float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(source, coords)``: the spots after splitting merged pairs (module docstring); ``source[k]`` is the
+    input row that output row ``k`` comes from (a split spot gives two consecutive rows). Rows of ``features``
+    with NaN (not measured) are never split and do not count towards the medians."""
+    coords = np.asarray(coords, np.float64).reshape(-1, 3)
+    n = coords.shape[0]
+    source = np.arange(n)
+    f = np.asarray(features, np.float64).reshape(n, N_FEATURES)
+    measured = np.isfinite(f).all(axis=1)
+    if np.count_nonzero(measured) < MIN_SPOTS:
+        return source, coords
+    l1, mass, phot = f[:, 3], f[:, 7], f[:, 8]
+    l1_med, l1_sd = _median_sd(l1[measured])
+    mass_med, mass_sd = _median_sd(mass[measured])
+    phot_med = float(np.median(phot[measured]))
+    with np.errstate(invalid="ignore"):
+        chosen = measured & (l1 > l1_med + L1_MADS * l1_sd) & (mass > mass_med + MASS_MADS * mass_sd)
+        chosen &= (phot_med > 0) & (phot >= PHOTON_RATIO * phot_med)
+    if not chosen.any():
+        return source, coords
+    spread = np.sqrt(np.clip(np.nan_to_num(l1 - l1_med), 0.0, None))
+    half = spread[:, None] * f[:, 4:7] * np.asarray(sigma_zyx, np.float64)
+    rows = np.repeat(source, np.where(chosen, 2, 1))
+    out = coords[rows].copy()
+    first = np.flatnonzero(chosen[rows] & (np.r_[True, rows[1:] != rows[:-1]]))
+    out[first] = f[rows[first], 0:3] + half[rows[first]]
+    out[first + 1] = f[rows[first], 0:3] - half[rows[first]]
+    return rows, out

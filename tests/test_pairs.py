@@ -1,0 +1,129 @@
+"""Merged pairs: shape features of a spot's window and the split into two spots (dmdet_infer.pairs)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx_models import render_spots
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dmdet_infer import Detector, pairs  # noqa: E402
+from dmdet_infer.peaks import find_peaks  # noqa: E402
+from training import simulate  # noqa: E402
+from training.matching import match, score  # noqa: E402
+
+SIGMA = (1.0, 1.5, 1.5)
+SHAPE = (10, 96, 96)
+
+
+def _layout(n_single: int, n_pairs: int, separation: float, seed: int = 0):
+    """Singles on a loose grid and pairs (``separation`` apart, random direction in y/x) on the others."""
+    rng = np.random.default_rng(seed)
+    sites = [(y, x) for y in range(8, SHAPE[1] - 6, 12) for x in range(8, SHAPE[2] - 6, 12)]
+    rng.shuffle(sites)
+    singles = [(rng.uniform(3, 6), y + rng.uniform(-.5, .5), x + rng.uniform(-.5, .5)) for y, x in sites[:n_single]]
+    pairs_ = []
+    for y, x in sites[n_single:n_single + n_pairs]:
+        a = rng.uniform(0, np.pi)
+        d = 0.5 * separation * np.array([0.0, np.sin(a), np.cos(a)])
+        c = np.array([rng.uniform(3, 6), y, x])
+        pairs_.append((c - d, c + d))
+    return np.array(singles), np.array(pairs_)
+
+
+def _density_and_image(points: np.ndarray, amplitude: float = 40.0, seed: int = 1):
+    """A density map that merges close particles (sum of target Gaussians, one peak per pair) and its image."""
+    density = np.clip(simulate.render_spots(SHAPE, points, SIGMA, 0.9), 0, 1).astype(np.float32)
+    image = render_spots(SHAPE, points, amplitude=amplitude, seed=seed)
+    normalised = (image - 10.0) / np.sqrt(10.0)
+    return density, normalised
+
+
+def _split(points: np.ndarray):
+    density, normalised = _density_and_image(points)
+    peaks = find_peaks(density, 0.3, (1, 1, 1), "lsq")
+    feats = pairs.shape_features(density, normalised, peaks.voxels, peaks.coords, peaks.coords, SIGMA)
+    return peaks, feats, pairs.split(peaks.coords, feats, SIGMA)
+
+
+def test_a_single_spot_is_round_in_target_sigma_units_and_its_photons_add_up():
+    point = np.array([[4.3, 40.2, 50.7]])
+    density, normalised = _density_and_image(point, amplitude=60.0)
+    peaks = find_peaks(density, 0.3, (1, 1, 1), "lsq")
+    f = pairs.shape_features(density, normalised, peaks.voxels, peaks.coords, peaks.coords, SIGMA)
+    assert f.shape == (1, pairs.N_FEATURES)
+    np.testing.assert_allclose(f[0, 0:3], point[0], atol=0.15)  # density-weighted mean
+    other = pairs.shape_features(density, normalised * 0, peaks.voxels, peaks.coords, peaks.coords, SIGMA)
+    assert f[0, 3] < 1.0 and other[0, 8] == 0.0  # l1 below the untruncated sigma^2; no photons in a flat image
+    total = 60.0 * (2 * np.pi) ** 1.5 * np.prod(SIGMA) / np.sqrt(10.0)  # the whole Gaussian, noise-sd units
+    assert 0.6 * total < f[0, 8] < 1.1 * total
+
+
+def test_merged_pairs_are_split_into_their_two_particles_and_singles_are_left_alone():
+    singles, twins = _layout(n_single=30, n_pairs=6, separation=2.6)
+    truth = np.concatenate([singles, twins.reshape(-1, 3)])
+    peaks, feats, (source, coords) = _split(truth)
+    assert len(peaks.coords) == 36  # one peak per pair in the density map
+    assert len(coords) == 42 and np.bincount(source).max() == 2
+    for a, b in twins:  # both particles of each pair found within a voxel
+        assert min(np.linalg.norm(coords - a, axis=1)) < 1.0 and min(np.linalg.norm(coords - b, axis=1)) < 1.0
+    kept = np.bincount(source) == 1
+    np.testing.assert_array_equal(coords[np.isin(source, np.flatnonzero(kept))], peaks.coords[kept])
+    assert score(coords, truth)["f1"] == 1.0
+
+
+def test_nothing_is_split_without_a_typical_spot_or_without_features():
+    singles, twins = _layout(n_single=10, n_pairs=3, separation=2.6)
+    _, feats, (source, coords) = _split(np.concatenate([singles, twins.reshape(-1, 3)]))
+    assert len(coords) == 13 < pairs.MIN_SPOTS and (source == np.arange(13)).all()
+    singles, twins = _layout(n_single=30, n_pairs=6, separation=2.6)
+    peaks, feats, _ = _split(np.concatenate([singles, twins.reshape(-1, 3)]))
+    feats[:] = np.nan
+    source, coords = pairs.split(peaks.coords, feats, SIGMA)
+    assert len(coords) == len(peaks.coords)
+
+
+def test_a_faint_elongated_blob_is_not_split():
+    """Elongated but with the photons of one spot (e.g. a bleached pair, or an oblique single): not split."""
+    singles, twins = _layout(n_single=30, n_pairs=6, separation=2.6)
+    truth = np.concatenate([singles, twins.reshape(-1, 3)])
+    density, normalised = _density_and_image(truth)
+    for a, b in twins:  # halve the pairs' photons
+        box = tuple(slice(max(int(c) - 4, 0), int(c) + 5) for c in (a + b) / 2)
+        normalised[box] *= 0.5
+    peaks = find_peaks(density, 0.3, (1, 1, 1), "lsq")
+    feats = pairs.shape_features(density, normalised, peaks.voxels, peaks.coords, peaks.coords, SIGMA)
+    assert len(pairs.split(peaks.coords, feats, SIGMA)[1]) == len(peaks.coords)
+
+
+@pytest.fixture(scope="module")
+def snr7_pairs():
+    singles, twins = _layout(n_single=30, n_pairs=10, separation=2.6, seed=3)
+    truth = np.concatenate([singles, twins.reshape(-1, 3)])
+    amplitude = simulate.amplitude_from_snr(7.0, 10.0)
+    return truth, render_spots(SHAPE, truth, amplitude=amplitude, seed=4)
+
+
+def test_shipped_model_recovers_merged_pairs(snr7_pairs):
+    truth, volume = snr7_pairs
+    on = Detector(device="cpu").detect(volume)
+    off = Detector(device="cpu", split_pairs=False).detect(volume)
+    s_on, s_off = score(on.zyx, truth), score(off.zyx, truth)
+    assert s_off["fn"] >= 5  # the network merges most of these pairs
+    assert s_on["tp"] >= s_off["tp"] + 5 and s_on["fp"] == 0 and s_on["f1"] > s_off["f1"]
+    _, matched, _ = match(on.zyx, truth)
+    assert set(range(30)) <= set(matched.tolist())  # every single still found
+
+
+def test_split_is_the_same_tiled_and_whole(snr7_pairs):
+    truth, volume = snr7_pairs
+    whole = Detector(device="cpu", tile=(10, 96, 96)).detect(volume)
+    tiled = Detector(device="cpu", tile=(10, 32, 32))
+    assert len(tiled.cores(volume.shape)) == 9
+    spots = tiled.detect(volume)
+    np.testing.assert_allclose(spots.zyx, whole.zyx, atol=1e-6)
+    np.testing.assert_array_equal(spots.score, whole.score)
