@@ -77,6 +77,8 @@ class Detector:
     split_pairs: split spots that are two particles merged into one peak (:mod:`dmdet_infer.pairs`; density
         models only). Only spots scoring at least the fixed threshold (the model's tuned one with 'auto') are
         considered, and their windows are bounded by the other peaks above it.
+    mass_cut: with 'auto' and a calibration that has them, also cut on the spots' photometric mass
+        (:func:`dmdet_infer.threshold.choose_cut`); False: the score alone (:func:`dmdet_infer.threshold.choose`).
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class Detector:
         threads: int | None = None,
         tile_memory: float | None = None,
         split_pairs: bool = True,
+        mass_cut: bool = True,
     ) -> None:
         self.model = model if isinstance(model, Model) else Model(model, device=device, threads=threads)
         info = self.model.info
@@ -117,7 +120,8 @@ class Detector:
         width = info.config.get("width") if isinstance(info.config, dict) else None
         self.max_tile_voxels = memory.tile_voxels(width, self.model.on_cuda, tile_memory)
         self.split_pairs = bool(split_pairs) and info.kind == "density" and info.sigma_zyx is not None
-        self.cut = self.auto and autothreshold.has_cut(info.noise_peaks) and info.sigma_zyx is not None
+        self.cut = (bool(mass_cut) and self.auto and autothreshold.has_cut(info.noise_peaks)
+                    and info.sigma_zyx is not None)
         # spots scoring at least measure_level get pairs.shape_features (their windows bounded by the peaks above
         # the fixed threshold): all that split_pairs considers, and all that the auto cut needs
         self.measure_level: float | None = None

@@ -127,3 +127,32 @@ def test_split_is_the_same_tiled_and_whole(snr7_pairs):
     spots = tiled.detect(volume)
     np.testing.assert_allclose(spots.zyx, whole.zyx, atol=1e-6)
     np.testing.assert_array_equal(spots.score, whole.score)
+
+
+def test_cli_no_split_pairs(tmp_path, snr7_pairs):
+    import tifffile
+    from click.testing import CliRunner
+
+    from dmdet_infer.cli import main
+    from dmdet_infer.io import read_points
+
+    truth, volume = snr7_pairs
+    tifffile.imwrite(tmp_path / "pairs.tif", volume.astype(np.uint16))
+    counts = {}
+    for flag in ("--split-pairs", "--no-split-pairs"):
+        out = tmp_path / f"{flag}.csv"
+        result = CliRunner().invoke(main, [str(tmp_path / "pairs.tif"), "-o", str(out), "-q", flag])
+        assert result.exit_code == 0, result.output
+        counts[flag] = len(read_points(out))
+    assert counts["--split-pairs"] == len(truth) and counts["--no-split-pairs"] == len(truth) - 10
+
+
+def test_mass_cut_off_is_the_score_only_auto_threshold(snr7_pairs):
+    from dmdet_infer import threshold as auto
+
+    truth, volume = snr7_pairs
+    det = Detector(device="cpu", mass_cut=False, split_pairs=False)
+    assert det.auto and not det.cut
+    scores, _ = Detector(det.model, threshold=det.info.threshold).candidates(volume)
+    chosen = auto.choose(scores, volume.size, det.info.noise_peaks, det.info.threshold)
+    assert len(det.detect(volume)) == int((scores > chosen).sum())
