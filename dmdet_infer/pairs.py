@@ -23,7 +23,6 @@ RADIUS = (2, 4, 4)  # window half-size (z, y, x) in voxels
 MASS_FLOOR = 0.1  # density below this carries no weight in the covariance
 BACKGROUND_LEVEL = 0.05  # voxels with density below this are background (photometric background and mass)
 MIN_BACKGROUND_VOXELS = 10
-SEED_SCORE = 0.5  # peaks at least this high partition the windows (Voronoi seeds)
 L1_MADS = 3.0
 MASS_MADS = 2.0
 PHOTON_RATIO = 1.5
@@ -33,40 +32,45 @@ MAD_TO_SD = 1.4826
 
 
 @njit(cache=True)
-def _moments(d, x, vox, seeds, order, seed_y, own, sigma, radius, floor, bg_level, min_bg, out):  # pragma: no cover
+def _owned(seeds, order, lo, hi, i, z, y, x):  # pragma: no cover - compiled
+    """Whether voxel (z, y, x) is at least as near to seed i as to every seed order[lo:hi]."""
+    d0 = (z - seeds[i, 0]) ** 2 + (y - seeds[i, 1]) ** 2 + (x - seeds[i, 2]) ** 2
+    for k in range(lo, hi):
+        j = order[k]
+        if j != i and (z - seeds[j, 0]) ** 2 + (y - seeds[j, 1]) ** 2 + (x - seeds[j, 2]) ** 2 < d0:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, bg_level, min_bg, out):  # pragma: no cover
+    """Per spot i (seed i): density-weighted sums, background and photometric mass of its own window voxels."""
     nz, ny, nx = d.shape
-    ry = 2 * radius[1] + 1
+    reach = 2 * radius[1] + 1  # a seed farther than this in y owns no voxel of the window
     buf = np.empty((2 * radius[0] + 1) * (2 * radius[1] + 1) * (2 * radius[2] + 1), np.float64)
     for i in range(vox.shape[0]):
-        cz, cy, cx = seeds[own[i], 0], seeds[own[i], 1], seeds[own[i], 2]
-        lo = np.searchsorted(seed_y, cy - ry)
-        hi = np.searchsorted(seed_y, cy + ry, side="right")
+        lo = np.searchsorted(seed_y, seeds[i, 1] - reach)
+        hi = np.searchsorted(seed_y, seeds[i, 1] + reach, side="right")
+        z0, z1 = max(vox[i, 0] - radius[0], 0), min(vox[i, 0] + radius[0] + 1, nz)
+        y0, y1 = max(vox[i, 1] - radius[1], 0), min(vox[i, 1] + radius[1] + 1, ny)
+        x0, x1 = max(vox[i, 2] - radius[2], 0), min(vox[i, 2] + radius[2] + 1, nx)
         sw = 0.0
         m = np.zeros(3)
         c = np.zeros(6)
         nb = 0
-        for z in range(max(vox[i, 0] - radius[0], 0), min(vox[i, 0] + radius[0] + 1, nz)):
-            for y in range(max(vox[i, 1] - radius[1], 0), min(vox[i, 1] + radius[1] + 1, ny)):
-                for xx in range(max(vox[i, 2] - radius[2], 0), min(vox[i, 2] + radius[2] + 1, nx)):
-                    d0 = (z - cz) ** 2 + (y - cy) ** 2 + (xx - cx) ** 2
-                    mine = True
-                    for k in range(lo, hi):
-                        j = order[k]
-                        if j == own[i]:
-                            continue
-                        if (z - seeds[j, 0]) ** 2 + (y - seeds[j, 1]) ** 2 + (xx - seeds[j, 2]) ** 2 < d0:
-                            mine = False
-                            break
-                    if not mine:
+        for z in range(z0, z1):
+            for y in range(y0, y1):
+                for x in range(x0, x1):
+                    if not _owned(seeds, order, lo, hi, i, z, y, x):
                         continue
-                    v = d[z, y, xx]
+                    v = d[z, y, x]
                     if v < bg_level:
-                        buf[nb] = x[z, y, xx]
+                        buf[nb] = im[z, y, x]
                         nb += 1
                     w = v - floor
                     if w <= 0.0:
                         continue
-                    a, b, e = z / sigma[0], y / sigma[1], xx / sigma[2]
+                    a, b, e = z / sigma[0], y / sigma[1], x / sigma[2]
                     sw += w
                     m[0] += w * a
                     m[1] += w * b
@@ -79,26 +83,15 @@ def _moments(d, x, vox, seeds, order, seed_y, own, sigma, radius, floor, bg_leve
                     c[5] += w * b * e
         bg = np.median(buf[:nb]) if nb >= min_bg else 0.0
         phot = 0.0
-        for z in range(max(vox[i, 0] - radius[0], 0), min(vox[i, 0] + radius[0] + 1, nz)):
-            for y in range(max(vox[i, 1] - radius[1], 0), min(vox[i, 1] + radius[1] + 1, ny)):
-                for xx in range(max(vox[i, 2] - radius[2], 0), min(vox[i, 2] + radius[2] + 1, nx)):
-                    if d[z, y, xx] < bg_level:
-                        continue
-                    d0 = (z - cz) ** 2 + (y - cy) ** 2 + (xx - cx) ** 2
-                    mine = True
-                    for k in range(lo, hi):
-                        j = order[k]
-                        if j == own[i]:
-                            continue
-                        if (z - seeds[j, 0]) ** 2 + (y - seeds[j, 1]) ** 2 + (xx - seeds[j, 2]) ** 2 < d0:
-                            mine = False
-                            break
-                    if mine:
-                        phot += x[z, y, xx] - bg
+        for z in range(z0, z1):
+            for y in range(y0, y1):
+                for x in range(x0, x1):
+                    if d[z, y, x] >= bg_level and _owned(seeds, order, lo, hi, i, z, y, x):
+                        phot += im[z, y, x] - bg
         out[i, 9] = sw
         out[i, 10] = phot
         if sw <= 0.0:
-            out[i, 0], out[i, 1], out[i, 2] = cz, cy, cx
+            out[i, 0], out[i, 1], out[i, 2] = seeds[i, 0], seeds[i, 1], seeds[i, 2]
             continue
         for a in range(3):
             m[a] /= sw
@@ -123,7 +116,7 @@ def shape_features(
 
     ``density`` and ``normalised`` (the network input) cover the block, which should reach at least
     ``2 * RADIUS + 1`` voxels beyond every spot where the volume goes on; ``seeds`` are the coordinates of the
-    block's other peaks (at least :data:`SEED_SCORE`) that bound each spot's window. Columns: the spot's mean
+    block's other peaks that bound each spot's window (the spots themselves may be among them). Columns: the spot's mean
     position (z, y, x), ``l1`` and its unit vector ``u`` (largest principal variance, target-sigma units), the
     density mass and the photometric mass (normalised units)."""
     vox = np.ascontiguousarray(voxels, np.int64).reshape(-1, 3)
@@ -136,9 +129,8 @@ def shape_features(
     order = np.argsort(all_seeds[:, 1], kind="stable")
     out = np.zeros((n, 11), np.float64)
     _moments(np.ascontiguousarray(density, np.float32), np.ascontiguousarray(normalised, np.float32), vox,
-             all_seeds, order, np.ascontiguousarray(all_seeds[order, 1]), np.arange(n),
-             np.asarray(sigma_zyx, np.float64), np.asarray(RADIUS, np.int64), MASS_FLOOR, BACKGROUND_LEVEL,
-             MIN_BACKGROUND_VOXELS, out)
+             all_seeds, order, np.ascontiguousarray(all_seeds[order, 1]), np.asarray(sigma_zyx, np.float64),
+             np.asarray(RADIUS, np.int64), MASS_FLOOR, BACKGROUND_LEVEL, MIN_BACKGROUND_VOXELS, out)
     cov = np.empty((n, 3, 3))
     cov[:, 0, 0], cov[:, 1, 1], cov[:, 2, 2] = out[:, 3], out[:, 4], out[:, 5]
     cov[:, 0, 1] = cov[:, 1, 0] = out[:, 6]
