@@ -122,13 +122,14 @@ class Detector:
         self.split_pairs = bool(split_pairs) and info.kind == "density" and info.sigma_zyx is not None
         self.cut = (bool(mass_cut) and self.auto and autothreshold.has_cut(info.noise_peaks)
                     and info.sigma_zyx is not None)
-        # spots scoring at least measure_level get pairs.shape_features (their windows bounded by the peaks above
-        # the fixed threshold): all that split_pairs considers, and all that the auto cut needs
-        self.measure_level: float | None = None
+
+    @property
+    def measure_level(self) -> float | None:
+        """Peaks scoring at least this get :func:`pairs.shape_features` (windows bounded by the peaks above the
+        fixed threshold): all that the pair split considers and all that the auto mass cut needs; None: none."""
         if self.cut:
-            self.measure_level = min(self.threshold, float(info.noise_peaks["measure_level"]))
-        elif self.split_pairs:
-            self.measure_level = self.threshold
+            return min(self.threshold, float(self.info.noise_peaks["measure_level"]))
+        return self.threshold if self.split_pairs else None
 
     @property
     def search_threshold(self) -> float:
