@@ -45,7 +45,7 @@ SNRS = (2.0, 4.0, 7.0)
 CONDITIONS: dict[str, dict] = {"PTC": {}, "brightness log-sd 0.35": {"spread": 0.35},
                                "brightness log-sd 0.7": {"spread": 0.7},
                                **{name: overrides for name, overrides in OOD.items() if name != "training-like"}}
-SEED = 777
+SEED = 2026  # the design choices were checked on SEED 777 stacks: these are fresh
 
 
 def stack(condition: str, snr: float, rep: int, shape: tuple[int, int, int] = (10, 512, 512)

@@ -3,8 +3,9 @@
 Two particles closer than about twice the target sigma give the network one elongated blob with one maximum.
 For each spot, :func:`shape_features` measures, within a window of :data:`RADIUS` voxels and only on the voxels
 nearer to this spot than to any other peak (a Voronoi mask), the density-weighted covariance in target-sigma
-units, the density mass, and the background-subtracted photometric mass of the normalised image (the
-background being the median of the window's voxels where the density is near zero). A blob of two particles
+units, the density mass, and the photometric mass of the normalised image by aperture photometry: the sum over
+the voxels within :data:`APERTURE` target sigmas of the spot, less the median of the window's other voxels (the
+local background, so that a smooth background or a blob under the spot does not count). A blob of two particles
 ``d`` apart along ``u`` has the covariance of one blob plus ``(d/2)^2 u u^T`` and about twice the photons.
 
 :func:`split` compares each spot with the volume's typical spot (medians over its spots, most of which are single
@@ -21,11 +22,11 @@ from numba import njit
 
 RADIUS = (2, 4, 4)  # window half-size (z, y, x) in voxels
 MASS_FLOOR = 0.1  # density below this carries no weight in the covariance
-BACKGROUND_LEVEL = 0.05  # voxels with density below this are background (photometric background and mass)
+APERTURE = 2.0  # photometric mass: own voxels within this many target sigmas; background: the others' median
 MIN_BACKGROUND_VOXELS = 10
 L1_MADS = 3.0
 MASS_MADS = 2.0
-PHOTON_RATIO = 1.5
+PHOTON_RATIO = 1.3
 MIN_SPOTS = 20
 N_FEATURES = 9  # mean z, y, x; l1; u z, y, x; density mass; photometric mass
 MAD_TO_SD = 1.4826
@@ -43,8 +44,9 @@ def _owned(seeds, order, lo, hi, i, z, y, x):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, bg_level, min_bg, out):  # pragma: no cover
-    """Per spot i (seed i): density-weighted sums, background and photometric mass of its own window voxels."""
+def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, aperture, min_bg, out):  # pragma: no cover
+    """Per spot i (seed i): density-weighted sums over its own window voxels, and its aperture photometry (the
+    voxels within ``aperture`` sigmas of the spot, less the median of the other own voxels)."""
     nz, ny, nx = d.shape
     reach = 2 * radius[1] + 1  # a seed farther than this in y owns no voxel of the window
     buf = np.empty((2 * radius[0] + 1) * (2 * radius[1] + 1) * (2 * radius[2] + 1), np.float64)
@@ -64,7 +66,9 @@ def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, bg_level, m
                     if not _owned(seeds, order, lo, hi, i, z, y, x):
                         continue
                     v = d[z, y, x]
-                    if v < bg_level:
+                    r2 = ((z - seeds[i, 0]) / sigma[0]) ** 2 + ((y - seeds[i, 1]) / sigma[1]) ** 2 \
+                        + ((x - seeds[i, 2]) / sigma[2]) ** 2
+                    if r2 > aperture * aperture:
                         buf[nb] = im[z, y, x]
                         nb += 1
                     w = v - floor
@@ -86,7 +90,9 @@ def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, bg_level, m
         for z in range(z0, z1):
             for y in range(y0, y1):
                 for x in range(x0, x1):
-                    if d[z, y, x] >= bg_level and _owned(seeds, order, lo, hi, i, z, y, x):
+                    r2 = ((z - seeds[i, 0]) / sigma[0]) ** 2 + ((y - seeds[i, 1]) / sigma[1]) ** 2 \
+                        + ((x - seeds[i, 2]) / sigma[2]) ** 2
+                    if r2 <= aperture * aperture and _owned(seeds, order, lo, hi, i, z, y, x):
                         phot += im[z, y, x] - bg
         out[i, 9] = sw
         out[i, 10] = phot
@@ -130,7 +136,7 @@ def shape_features(
     out = np.zeros((n, 11), np.float64)
     _moments(np.ascontiguousarray(density, np.float32), np.ascontiguousarray(normalised, np.float32), vox,
              all_seeds, order, np.ascontiguousarray(all_seeds[order, 1]), np.asarray(sigma_zyx, np.float64),
-             np.asarray(RADIUS, np.int64), MASS_FLOOR, BACKGROUND_LEVEL, MIN_BACKGROUND_VOXELS, out)
+             np.asarray(RADIUS, np.int64), MASS_FLOOR, APERTURE, MIN_BACKGROUND_VOXELS, out)
     cov = np.empty((n, 3, 3))
     cov[:, 0, 0], cov[:, 1, 1], cov[:, 2, 2] = out[:, 3], out[:, 4], out[:, 5]
     cov[:, 0, 1] = cov[:, 1, 0] = out[:, 6]
