@@ -111,6 +111,10 @@ def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv") -> li
               help="Sub-voxel refinement of each peak: log-Gaussian fit by least squares over the 3x3x3 "
                    "neighbourhood (lsq), per-axis log-Gaussian 3-point (gaussian), parabolic, intensity-weighted "
                    "centroid, or none (integer voxels).")
+@click.option("--mass-cut/--no-mass-cut", default=True, show_default=True,
+              help="With --threshold auto, also cut on each spot's photometric mass (drops noise peaks in bright "
+                   "stacks). --no-mass-cut: the score alone, which can be better on strongly uneven background or "
+                   "with spots much larger than the model's.")
 @click.option("--split-pairs/--no-split-pairs", default=True, show_default=True,
               help="Split a spot that is two particles merged into one peak (an elongated blob with about twice "
                    "the photons of the stack's typical spot) into two spots.")
@@ -131,7 +135,7 @@ def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv") -> li
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_versions,
               help="Show dmdet, onnxruntime and numba versions and the providers that really work, then exit.")
 def main(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, tile_memory,
-         refine, split_pairs, level, scheduler, workers, preview, truth, quiet):
+         refine, mass_cut, split_pairs, level, scheduler, workers, preview, truth, quiet):
     """Find fluorescent particles in 3D stacks (TIFF, OME-TIFF, ImageJ hyperstacks) and write one spot table
     (z,y,x,score,intensity in voxels; frame for time-lapses; z_um,y_um,x_um when the voxel size is known) per
     stack. Zarr / OME-Zarr stores are read lazily; --workers/--scheduler spread tiles and frames over a dask
@@ -143,10 +147,11 @@ def main(inputs, output, model_path, device, threshold, min_distance, voxel_size
                 raise InputError("--preview is not available with --scheduler/--workers; run without them")
             code = _run_distributed(inputs, output, model_path, device, threshold, min_distance, voxel_size,
                                     channel, axes, tile, refine, level, scheduler, workers, quiet,
-                                    tile_memory=tile_bytes, split_pairs=split_pairs)
+                                    tile_memory=tile_bytes, split_pairs=split_pairs, mass_cut=mass_cut)
         else:
             code = _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes,
-                        tile, refine, quiet, level, preview, truth, tile_memory=tile_bytes, split_pairs=split_pairs)
+                        tile, refine, quiet, level, preview, truth, tile_memory=tile_bytes, split_pairs=split_pairs,
+                        mass_cut=mass_cut)
     except DmdetError as exc:
         _error(exc)
         code = exc.exit_code
@@ -181,7 +186,8 @@ def _threshold(value: str | None) -> float | str | None:
 
 
 def _run_distributed(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile,
-                     refine, level, scheduler, workers, quiet, tile_memory=None, split_pairs=True) -> int:
+                     refine, level, scheduler, workers, quiet, tile_memory=None, split_pairs=True,
+                     mass_cut=True) -> int:
     from .distributed import DetectorSpec, connect, detect_many
 
     min_distance = _triple(min_distance, "--min-distance")
@@ -191,7 +197,7 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
     targets = _outputs(paths, output)
     threads = None if scheduler else max(1, (os.cpu_count() or 1) // workers)
     spec = DetectorSpec(None if model_path is None else str(Path(model_path).resolve()), device, threshold,
-                        min_distance, refine, tile, threads, tile_memory, split_pairs)
+                        min_distance, refine, tile, threads, tile_memory, split_pairs, mass_cut)
     spec.build()  # bad options and models fail here, in one line, before a cluster starts
     code = 0
     with connect(scheduler, workers) as client:
@@ -212,7 +218,7 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
 
 
 def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, refine,
-         quiet, level=0, preview=None, truth=None, tile_memory=None, split_pairs=True) -> int:
+         quiet, level=0, preview=None, truth=None, tile_memory=None, split_pairs=True, mass_cut=True) -> int:
     from .detector import Detector
     from .io import read_points
     from .zarr_io import read_input
@@ -225,7 +231,7 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
     pictures = _outputs(paths, preview, ".png") if preview else [None] * len(paths)
     truth_zyx = read_points(truth) if truth else None
     detector = Detector(model_path, device=device, threshold=threshold, min_distance=min_distance, refine=refine,
-                        tile=tile, tile_memory=tile_memory, split_pairs=split_pairs)
+                        tile=tile, tile_memory=tile_memory, split_pairs=split_pairs, mass_cut=mass_cut)
     code = 0
     several = len(paths) > 1
     with _progress(len(paths), "stacks", quiet or not several) as bar:

@@ -41,11 +41,12 @@ class DetectorSpec:
     threads: int | None = None
     tile_memory: float | None = None
     split_pairs: bool = True
+    mass_cut: bool = True
 
     def build(self) -> Detector:
         return Detector(self.model, device=self.device, threshold=self.threshold, min_distance=self.min_distance,
                         refine=self.refine, tile=self.tile, threads=self.threads, tile_memory=self.tile_memory,
-                        split_pairs=self.split_pairs)
+                        split_pairs=self.split_pairs, mass_cut=self.mass_cut)
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,23 @@ def test_cli_no_split_pairs(tmp_path, snr7_pairs):
     assert counts["--split-pairs"] == len(truth) and counts["--no-split-pairs"] == len(truth) - 10
 
 
+def test_cli_no_mass_cut_matches_the_api(tmp_path, snr7_pairs):
+    import tifffile
+    from click.testing import CliRunner
+
+    from dmdet_infer.cli import main
+    from dmdet_infer.io import read_points
+
+    truth, volume = snr7_pairs
+    tifffile.imwrite(tmp_path / "pairs.tif", volume.astype(np.uint16))
+    out = tmp_path / "spots.csv"
+    result = CliRunner().invoke(main, [str(tmp_path / "pairs.tif"), "-o", str(out), "-q", "--no-mass-cut",
+                                       "--no-split-pairs"])
+    assert result.exit_code == 0, result.output
+    api = Detector(device="cpu", mass_cut=False, split_pairs=False).detect(volume.astype(np.uint16))
+    np.testing.assert_allclose(read_points(out), api.zyx, atol=1e-3)
+
+
 def test_mass_cut_off_is_the_score_only_auto_threshold(snr7_pairs):
     from dmdet_infer import threshold as auto
 
