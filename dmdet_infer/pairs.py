@@ -6,13 +6,14 @@ nearer to this spot than to any other peak (a Voronoi mask), the density-weighte
 units, the density mass, and the photometric mass of the normalised image by aperture photometry: the sum over
 the voxels within :data:`APERTURE` target sigmas of the spot, less the median of the window's other voxels (the
 local background, so that a smooth background or a blob under the spot does not count). A blob of two particles
-``d`` apart along ``u`` has the covariance of one blob plus ``(d/2)^2 u u^T`` and about twice the photons.
+``d`` apart along ``u`` has the covariance of one blob plus ``(d/2)^2 u u^T`` and up to twice the photons.
 
 :func:`split` compares each spot with the volume's typical spot (medians over its spots, most of which are single
 particles): a spot is split when its largest principal variance ``l1`` exceeds the median by :data:`L1_MADS`
 robust standard deviations, its density mass by :data:`MASS_MADS`, and its photometric mass is at least
 :data:`PHOTON_RATIO` times the median. It is replaced by two spots at ``mean ± sqrt(l1 - median l1) u`` (sigma
-units). Nothing is split in a volume with fewer than :data:`MIN_SPOTS` spots (no reliable typical spot).
+units). Nothing is split in a volume with fewer than :data:`MIN_SPOTS` spots (no reliable typical spot). The
+thresholds were chosen on validation stacks of the Table 1 benchmark (BENCHMARKS.md).
 """
 
 from __future__ import annotations
