@@ -231,7 +231,7 @@ class Detector:
                 raise ValueError("merge needs n_voxels with the automatic threshold")
             cal = self.info.noise_peaks
             if self.cut:
-                mass = features[keep, 8]
+                mass = features[keep, pairs.PHOTONS]
                 t, a = autothreshold.choose_cut(scores[keep], mass, n_voxels, cal, self.threshold)
                 keep = keep[(scores[keep] > t) & ~(mass <= a)]  # NaN (not measured) passes the mass cut
             else:
@@ -256,7 +256,7 @@ class Detector:
         parts = [self.tile_candidates(volume, core, stats, measure_level, floor) for core in self.cores(volume.shape)]
         _, voxels, scores, _, features = (np.concatenate(a) for a in zip(*parts))
         keep = suppress(voxels.reshape(-1, 3), scores, self.min_distance)
-        return scores[keep], features.reshape(-1, pairs.N_FEATURES)[keep, 8]
+        return scores[keep], features.reshape(-1, pairs.N_FEATURES)[keep, pairs.PHOTONS]
 
     def detect(
         self,

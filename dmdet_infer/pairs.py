@@ -30,6 +30,7 @@ MASS_MADS = 2.0
 PHOTON_RATIO = 1.3
 MIN_SPOTS = 20
 N_FEATURES = 9  # mean z, y, x; l1; u z, y, x; density mass; photometric mass
+L1, DENSITY_MASS, PHOTONS = 3, 7, 8  # their columns
 MAD_TO_SD = 1.4826
 
 
@@ -170,7 +171,7 @@ def split(
     measured = np.isfinite(f).all(axis=1)
     if np.count_nonzero(measured) < MIN_SPOTS:
         return source, coords
-    l1, mass, phot = f[:, 3], f[:, 7], f[:, 8]
+    l1, mass, phot = f[:, L1], f[:, DENSITY_MASS], f[:, PHOTONS]
     l1_med, l1_sd = _median_sd(l1[measured])
     mass_med, mass_sd = _median_sd(mass[measured])
     phot_med = float(np.median(phot[measured]))
