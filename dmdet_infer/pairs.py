@@ -62,6 +62,8 @@ def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, aperture, m
         m = np.zeros(3)
         c = np.zeros(6)
         nb = 0
+        n_ap = 0
+        sum_ap = 0.0
         for z in range(z0, z1):
             for y in range(y0, y1):
                 for x in range(x0, x1):
@@ -73,6 +75,9 @@ def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, aperture, m
                     if r2 > aperture * aperture:
                         buf[nb] = im[z, y, x]
                         nb += 1
+                    else:
+                        sum_ap += im[z, y, x]
+                        n_ap += 1
                     w = v - floor
                     if w <= 0.0:
                         continue
@@ -88,14 +93,7 @@ def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, aperture, m
                     c[4] += w * a * e
                     c[5] += w * b * e
         bg = np.median(buf[:nb]) if nb >= min_bg else 0.0
-        phot = 0.0
-        for z in range(z0, z1):
-            for y in range(y0, y1):
-                for x in range(x0, x1):
-                    r2 = ((z - seeds[i, 0]) / sigma[0]) ** 2 + ((y - seeds[i, 1]) / sigma[1]) ** 2 \
-                        + ((x - seeds[i, 2]) / sigma[2]) ** 2
-                    if r2 <= aperture * aperture and _owned(seeds, order, lo, hi, i, z, y, x):
-                        phot += im[z, y, x] - bg
+        phot = sum_ap - n_ap * bg
         out[i, 9] = sw
         out[i, 10] = phot
         if sw <= 0.0:

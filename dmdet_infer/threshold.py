@@ -100,15 +100,24 @@ def floor(calibration: dict[str, Any]) -> float:
     return float(calibration["thresholds"][0])
 
 
+def _above(scores: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Candidates strictly above each threshold of ``grid``."""
+    s = np.sort(np.asarray(scores, np.float64))
+    return s.size - np.searchsorted(s, grid, side="right")
+
+
+def _estimate(above: np.ndarray, rate: np.ndarray, n_voxels: int, guard: float) -> np.ndarray:
+    """Conservative true-spot counts: candidates above a cut less the expected noise peaks and ``guard`` sd."""
+    fp = rate * float(n_voxels)
+    return np.clip(above - fp - guard * np.sqrt(fp), 0.0, None)
+
+
 def choose(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallback: float) -> float:
     """The threshold for one volume (see the module docstring); ``scores`` are its candidates' scores."""
     grid = np.asarray(calibration["thresholds"], np.float64)
     rate = np.asarray(calibration["per_voxel"], np.float64)
-    guard = float(calibration.get("guard_sd", GUARD_SD))
-    s = np.sort(np.asarray(scores, np.float64))
-    above = s.size - np.searchsorted(s, grid, side="right")  # candidates strictly above each threshold
-    fp = rate * float(n_voxels)
-    tp = np.clip(above - fp - guard * np.sqrt(fp), 0.0, None)
+    above = _above(scores, grid)
+    tp = _estimate(above, rate, n_voxels, float(calibration.get("guard_sd", GUARD_SD)))
     particles = float(tp.max()) if tp.size else 0.0
     if particles < 1.0:
         return float(fallback)
@@ -126,16 +135,11 @@ def choose_cut(
     grid = np.asarray(calibration["thresholds"], np.float64)
     levels = np.r_[-np.inf, np.asarray(calibration["photons"], np.float64)]
     rate = np.c_[np.asarray(calibration["per_voxel"], np.float64), np.asarray(calibration["per_voxel_cut"])]
-    guard = float(calibration.get("guard_sd", GUARD_SD))
     s = np.asarray(scores, np.float64).reshape(-1)
     m = np.asarray(photons, np.float64).reshape(-1)
     m = np.where(np.isnan(m), np.inf, m)
-    above = np.empty(rate.shape)
-    for j, a in enumerate(levels):
-        kept = np.sort(s[m > a])
-        above[:, j] = kept.size - np.searchsorted(kept, grid, side="right")
-    fp = rate * float(n_voxels)
-    tp = np.clip(above - fp - guard * np.sqrt(fp), 0.0, None)
+    above = np.stack([_above(s[m > a], grid) for a in levels], axis=1)
+    tp = _estimate(above, rate, n_voxels, float(calibration.get("guard_sd", GUARD_SD)))
     if not tp.size or tp[:, 0].max() < 1.0:  # no spot stands out by its score: as choose (the many cells of the
         return float(fallback), -np.inf      # 2D search would otherwise find one in pure noise now and then)
     particles = float(tp.max())
