@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -38,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.ood import CONDITIONS as OOD  # noqa: E402
+from benchmarks.table1 import _write_atomic, machine_info  # noqa: E402
 from training.matching import match, score  # noqa: E402
 from training.simulate import SimParams, amplitude_from_snr, render_spots, simulate  # noqa: E402
 
@@ -121,13 +121,13 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {name} | {snr:g} | {f1} | {fr if 'nan' not in fr else ''} |")
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (f"# Robustness of the default pipeline ({args.n} stacks per cell, {args.shape}, mid density; {when}, "
-            f"{platform.machine()}, {seconds:.0f} s)\n\n" + "\n".join(lines) + "\n")
+            f"{machine_info()['processor']}, {seconds:.0f} s)\n\n" + "\n".join(lines) + "\n")
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.md").write_text(text)
-    Path(f"{args.out}.json").write_text(json.dumps({"rows": rows, "seconds": seconds, "when": when,
-                                                     "model": args.model or "shipped", "n": args.n,
-                                                     "shape": list(shape)}, indent=1))
+    _write_atomic(Path(f"{args.out}.md"), text.encode())
+    report = {"rows": rows, "seconds": seconds, "when": when, "model": args.model or "shipped", "n": args.n,
+              "shape": list(shape), "machine": machine_info()}
+    _write_atomic(Path(f"{args.out}.json"), json.dumps(report, indent=1).encode())
     return 0
 
 
