@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from . import __version__
 from .errors import DmdetError, InputError
@@ -99,6 +100,11 @@ def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv") -> li
               help="Smallest distance between two spots in voxels (one value or Z,Y,X). Example: 1,2,2")
 @click.option("--voxel-size", metavar="Z,Y,X",
               help="Voxel size in µm, adds z_um,y_um,x_um columns. Default: from the file. Example: 0.3,0.1,0.1")
+@click.option("--spot-size", metavar="Z,XY[um]|auto|off", default="auto", show_default=True,
+              help="Gaussian sigma of the spots, z then xy: in voxels (1.7,1.9), in µm with the voxel size "
+                   "(0.6,0.2um), or as FWHM (fwhm=1.4,0.45um). A stack whose spots lie outside the model's range is "
+                   "resampled to the model's spot size and positions are mapped back. auto: estimated from each "
+                   "stack, acted on only when clearly outside the range; off: never resample.")
 @click.option("--channel", type=int, metavar="C", help="Channel index (0-based) of a multi-channel file.")
 @click.option("--axes", metavar="AXES", help="Axes of the file when its metadata is wrong or missing, e.g. TZYX.")
 @click.option("--tile", metavar="Z,Y,X",
@@ -134,8 +140,8 @@ def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv") -> li
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary; errors only.")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_versions,
               help="Show dmdet, onnxruntime and numba versions and the providers that really work, then exit.")
-def main(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, tile_memory,
-         refine, mass_cut, split_pairs, level, scheduler, workers, preview, truth, quiet):
+def main(inputs, output, model_path, device, threshold, min_distance, voxel_size, spot_size, channel, axes, tile,
+         tile_memory, refine, mass_cut, split_pairs, level, scheduler, workers, preview, truth, quiet):
     """Find fluorescent particles in 3D stacks (TIFF, OME-TIFF, ImageJ hyperstacks) and write one spot table
     (z,y,x,score,intensity in voxels; frame for time-lapses; z_um,y_um,x_um when the voxel size is known) per
     stack. Zarr / OME-Zarr stores are read lazily; --workers/--scheduler spread tiles and frames over a dask
@@ -145,13 +151,16 @@ def main(inputs, output, model_path, device, threshold, min_distance, voxel_size
         if scheduler or workers:
             if preview:
                 raise InputError("--preview is not available with --scheduler/--workers; run without them")
+            if spot_size not in ("auto", "off"):
+                raise InputError("--spot-size is not available with --scheduler/--workers (stacks are not "
+                                 "resampled there); run without them")
             code = _run_distributed(inputs, output, model_path, device, threshold, min_distance, voxel_size,
                                     channel, axes, tile, refine, level, scheduler, workers, quiet,
                                     tile_memory=tile_bytes, split_pairs=split_pairs, mass_cut=mass_cut)
         else:
             code = _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes,
                         tile, refine, quiet, level, preview, truth, tile_memory=tile_bytes, split_pairs=split_pairs,
-                        mass_cut=mass_cut)
+                        mass_cut=mass_cut, spot_size=spot_size)
     except DmdetError as exc:
         _error(exc)
         code = exc.exit_code
@@ -213,12 +222,48 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
             code = max(code, exc.exit_code)
         else:
             if not quiet:
-                click.echo(f"{path}: {len(result)} spots -> {target}")
+                click.echo(f"{path}: {len(result)} spots -> {target} ({describe(result.meta)})")
     return code
 
 
+def describe(meta: dict) -> str:
+    """The threshold a result used, for the per-file line: one volume's, or the range over a time-lapse's frames."""
+    frames = meta.get("frames", [meta])
+    nothing = sum(1 for m in frames if str(m.get("threshold_mode", "")).endswith("nothing stands out"))
+    constant = sum(1 for m in frames if str(m.get("threshold_mode", "")).startswith("constant"))
+    used = [m["threshold"] for m in frames if m.get("threshold") is not None]
+    masses = [m["mass_cut"] for m in frames if m.get("mass_cut") is not None]
+    mode = frames[0].get("threshold_mode", "") if frames else ""
+    parts = []
+    if used:
+        lo, hi = min(used), max(used)
+        parts.append(f"threshold {lo:.2f}" if lo == hi else f"threshold {lo:.2f}-{hi:.2f}")
+        parts[-1] += " (auto)" if mode.startswith("auto") else ""
+    if masses:
+        parts.append(f"mass > {min(masses):.3g}" if min(masses) == max(masses) else
+                     f"mass > {min(masses):.3g}-{max(masses):.3g}")
+    if nothing:
+        what = "nothing stands out of the noise"
+        parts.append(what if len(frames) == 1 else f"{what} in {nothing} of {len(frames)} frames")
+    if constant:
+        parts.append("constant image" if len(frames) == 1 else f"{constant} constant frames")
+    scales = [m["scale"] for m in frames if m.get("scale")]
+    if scales:
+        sizes = [s["sigma_zyx"] for s in scales if s.get("sigma_zyx")]
+        resampled = [s["factors"] for s in scales if s.get("factors")]
+        if sizes:
+            z, xy = float(np.median([v[0] for v in sizes])), float(np.median([v[1] for v in sizes]))
+            parts.append(f"spot sigma {z:.2g},{xy:.2g} vox ({scales[0]['source']})")
+        if resampled:
+            f = resampled[0]
+            parts.append(f"resampled x{f[0]:.2g},{f[1]:.2g}" + (f" in {len(resampled)} frames" if len(frames) > 1
+                                                              else ""))
+    return "; ".join(parts) or mode
+
+
 def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, refine,
-         quiet, level=0, preview=None, truth=None, tile_memory=None, split_pairs=True, mass_cut=True) -> int:
+         quiet, level=0, preview=None, truth=None, tile_memory=None, split_pairs=True, mass_cut=True,
+         spot_size="auto") -> int:
     from .detector import Detector
     from .io import read_points
     from .zarr_io import read_input
@@ -230,8 +275,17 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
     targets = _outputs(paths, output)
     pictures = _outputs(paths, preview, ".png") if preview else [None] * len(paths)
     truth_zyx = read_points(truth) if truth else None
+    from .scale import parse_spot_size
+
+    fixed_size = spot_size in ("auto", "off")
+    if not fixed_size:  # fail on a malformed value before any file is read (µm sizes need each stack's voxels)
+        try:
+            parse_spot_size(spot_size, (1.0, 1.0, 1.0))
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     detector = Detector(model_path, device=device, threshold=threshold, min_distance=min_distance, refine=refine,
-                        tile=tile, tile_memory=tile_memory, split_pairs=split_pairs, mass_cut=mass_cut)
+                        tile=tile, tile_memory=tile_memory, split_pairs=split_pairs, mass_cut=mass_cut,
+                        spot_size=spot_size if fixed_size else None)
     code = 0
     several = len(paths) > 1
     with _progress(len(paths), "stacks", quiet or not several) as bar:
@@ -240,6 +294,11 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
                 stack = read_input(path, channel=channel, axes=axes, level=level)
                 if voxel_size is not None:
                     stack = dataclasses.replace(stack, voxel_size_um=voxel_size)
+                if not fixed_size:
+                    try:
+                        detector.spot_size = parse_spot_size(spot_size, stack.voxel_size_um)
+                    except ValueError as exc:
+                        raise InputError(f"{path}: {exc}") from None
                 tiles = detector.n_tiles(stack)
                 with _progress(tiles, f"{path.name} tiles", quiet or tiles < 2) as tile_bar:
                     spots = detector.detect_stack(stack, progress=tile_bar)
@@ -256,7 +315,7 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
                 code = max(code, 1)
             else:
                 if not quiet:
-                    click.echo(f"{path}: {len(spots)} spots -> {target}")
+                    click.echo(f"{path}: {len(spots)} spots -> {target} ({describe(spots.meta)})")
             bar.update(1)
     return code
 

@@ -7,6 +7,7 @@ by several threads.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import memory, normalise, pairs, tiling
+from . import memory, normalise, pairs, scale, tiling
 from . import threshold as autothreshold
 from .errors import InputError, where
 from .io import Stack, check_finite, release_pages
@@ -23,6 +24,7 @@ from .peaks import find_candidates, suppress
 from .peaks import warmup as warmup_peaks
 from .spots import Spots
 
+AUTO_MARGIN = 1.3  #: an estimated spot size resamples the stack only beyond the model's range by this factor
 REFINEMENTS = ("lsq", "gaussian", "parabolic", "centroid", "none")
 Triple = tuple[float, float, float]
 
@@ -79,6 +81,11 @@ class Detector:
         considered, and their windows are bounded by the other peaks above it.
     mass_cut: with 'auto' and a calibration that has them, also cut on the spots' photometric mass
         (:func:`dmdet_infer.threshold.choose_cut`); False: the score alone (:func:`dmdet_infer.threshold.choose`).
+    spot_size: the stack's spot σ in voxels (z, y, x; see :func:`dmdet_infer.scale.parse_spot_size` for µm and
+        FWHM): stacks whose spots lie outside the model's range are resampled to its spot size and the positions
+        mapped back. "auto" (default): estimated from each stack (:func:`dmdet_infer.scale.estimate`) and acted
+        on only when clearly outside the range (beyond it by a factor :data:`AUTO_MARGIN`); None: never resample.
+        What was used is in ``Spots.meta["scale"]``.
     """
 
     def __init__(
@@ -94,6 +101,7 @@ class Detector:
         tile_memory: float | None = None,
         split_pairs: bool = True,
         mass_cut: bool = True,
+        spot_size: str | Iterable[float] | None = "auto",
     ) -> None:
         self.model = model if isinstance(model, Model) else Model(model, device=device, threads=threads)
         info = self.model.info
@@ -122,6 +130,35 @@ class Detector:
         self.split_pairs = bool(split_pairs) and info.kind == "density" and info.sigma_zyx is not None
         self.cut = (bool(mass_cut) and self.auto and autothreshold.has_cut(info.noise_peaks)
                     and info.sigma_zyx is not None)
+        if spot_size is None or (isinstance(spot_size, str) and spot_size in ("auto", "off")):
+            self.spot_size: str | Triple | None = None if spot_size in (None, "off") else "auto"
+        else:
+            self.spot_size = as_triple(spot_size, "--spot-size")
+            if min(self.spot_size) <= 0:
+                raise InputError(f"--spot-size must be positive, got {spot_size!r}")
+
+    def model_scale(self) -> tuple[Triple, tuple[tuple[float, float], ...]]:
+        """(nominal spot σ, (low, high) per axis) the model works at; models that do not say: their target σ
+        (or the challenge's 1.0, 1.5, 1.5) within a factor 4/3."""
+        info = self.info
+        nominal = info.spot_sigma_zyx or info.sigma_zyx or (1.0, 1.5, 1.5)
+        valid = info.spot_sigma_range_zyx or tuple((0.75 * s, 4.0 / 3.0 * s) for s in nominal)
+        return tuple(float(v) for v in nominal), tuple((float(a), float(b)) for a, b in valid)  # type: ignore
+
+    def scale_for(self, volume, stats: normalise.Stats) -> scale.Scale:
+        """The spot size of ``volume`` (given or estimated) and the resampling it needs (:mod:`scale`)."""
+        if self.spot_size is None:
+            return scale.Scale(None, "not asked")
+        nominal, valid = self.model_scale()
+        if self.spot_size != "auto":
+            sigma = self.spot_size
+            return scale.Scale(sigma, "given", scale.factors_for(sigma, nominal, valid))  # type: ignore[arg-type]
+        crop = scale.crop_region(volume.shape)
+        sigma, measured = scale.estimate(stats.apply(np.asarray(volume[crop]), crop))
+        if sigma is None:
+            return scale.Scale(None, "estimate: too few spots", None, measured)
+        wide = [(a / AUTO_MARGIN, b * AUTO_MARGIN) for a, b in valid]
+        return scale.Scale(sigma, "estimated", scale.factors_for(sigma, nominal, wide), measured)
 
     @property
     def measure_level(self) -> float | None:
@@ -150,9 +187,9 @@ class Detector:
         self.model.run(block)
         warmup_peaks()
 
-    def stats(self, volume) -> tuple[float, float]:
-        """Normalisation (offset, scale) of a whole volume from a bounded strided sample (scale 0: constant)."""
-        return normalise.normalisation_stats(volume, self.info.normalisation)
+    def stats(self, volume) -> normalise.Stats:
+        """The normalisation statistics of a whole volume, as the model was trained (:mod:`normalise`)."""
+        return normalise.stats(volume, self.info.normalisation)
 
     def tile_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
         """The core size used for a volume of ``shape``: ``tile`` when given, else from the model and size."""
@@ -169,14 +206,14 @@ class Detector:
 
         Holds the whole map in memory: :meth:`detect` does not use it (it works tile by tile)."""
         check_volume(volume, path)
-        offset, scale = self.stats(volume)
-        if scale == 0.0:
+        stats = self.stats(volume)
+        if stats.constant:
             return np.zeros(volume.shape, np.float32)
         stride, halo = self.info.stride_zyx, self.info.halo_zyx
-        return tiling.predict(volume, self.model.run, lambda b: normalise.apply(b, offset, scale),
+        return tiling.predict(volume, self.model.run, stats.apply,
                               self.tile_shape(volume.shape), halo, stride)
 
-    def tile_candidates(self, volume, core: tiling.Region, stats: tuple[float, float],
+    def tile_candidates(self, volume, core: tiling.Region, stats: normalise.Stats,
                         measure_level: float | None = None, floor: float | None = None) -> TileCandidates:
         """Peaks (before min-distance suppression) whose voxel lies in ``core``, in volume coordinates.
 
@@ -185,15 +222,14 @@ class Detector:
         plateau of the core reaches the margin's edge. Only this block is in memory. ``stats`` is :meth:`stats`
         of the whole volume; peaks above ``floor`` (default :attr:`search_threshold`) are found, and those scoring
         at least ``measure_level`` (default: the detector's) get :func:`pairs.shape_features`, the others NaN."""
-        offset, scale = stats
         shape = tuple(volume.shape)
         info = self.info
         level = self.measure_level if measure_level is None else measure_level
         margin = [1, 1, 1] if level is None else [2 * r + 1 for r in pairs.RADIUS]
         while True:
             region = tiling.grow(core, tuple(margin), shape)
-            density, raw = tiling.predict_region(volume, self.model.run, lambda b: normalise.apply(b, offset, scale),
-                                                 region, info.halo_zyx, info.stride_zyx)
+            density, raw = tiling.predict_region(volume, self.model.run, stats.apply, region, info.halo_zyx,
+                                                 info.stride_zyx)
             local = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
             faces = tuple((r.start > 0, r.stop < n) for r, n in zip(region, shape))
             found = find_candidates(density, self.search_threshold if floor is None else floor, self.refine, local,
@@ -208,7 +244,7 @@ class Detector:
         if level is not None and info.sigma_zyx is not None:
             seeds = find_candidates(density, self.threshold, self.refine).coords  # the whole block's spots
             measured = found.scores >= level
-            f = pairs.shape_features(density, normalise.apply(raw, offset, scale), v[measured],
+            f = pairs.shape_features(density, stats.apply(raw, region), v[measured],
                                      found.coords[measured], seeds, info.sigma_zyx)
             f[:, 0:3] += origin
             features[measured] = f
@@ -221,8 +257,9 @@ class Detector:
         with the automatic threshold, the volume's own threshold (:func:`dmdet_infer.threshold.choose`)."""
         size = None if voxel_size_um is None else as_triple(voxel_size_um, "voxel size")
         parts = list(parts)
+        meta = self.meta()
         if not parts:
-            return Spots.empty(size)
+            return Spots.empty(size, meta=meta)
         coords, voxels, scores, intensity, features = (np.concatenate(a) for a in zip(*parts))
         features = features.reshape(-1, pairs.N_FEATURES)
         keep = suppress(voxels.reshape(-1, 3), scores, self.min_distance)
@@ -230,18 +267,31 @@ class Detector:
             if n_voxels is None:
                 raise ValueError("merge needs n_voxels with the automatic threshold")
             cal = self.info.noise_peaks
+            a = -np.inf
             if self.cut:
                 mass = features[keep, pairs.PHOTONS]
                 t, a = autothreshold.choose_cut(scores[keep], mass, n_voxels, cal, self.threshold)
                 keep = keep[(scores[keep] > t) & ~(mass <= a)]  # NaN (not measured) passes the mass cut
             else:
-                keep = keep[scores[keep] > autothreshold.choose(scores[keep], n_voxels, cal, self.threshold)]
+                t = autothreshold.choose(scores[keep], n_voxels, cal, self.threshold)
+                keep = keep[scores[keep] > t]
+            meta.update(threshold=t if np.isfinite(t) else None, mass_cut=a if np.isfinite(a) else None)
+            if not np.isfinite(t):
+                meta["threshold_mode"] = "auto: nothing stands out"
         c = coords.reshape(-1, 3)[keep]
         if self.split_pairs:
             f = np.where((scores[keep] >= self.threshold)[:, None], features[keep], np.nan)
             source, c = pairs.split(c, f, self.info.sigma_zyx)
             keep = keep[source]
-        return Spots(c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy(), scores[keep], intensity[keep], None, size)
+        return Spots(c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy(), scores[keep], intensity[keep], None, size,
+                     meta)
+
+    def meta(self) -> dict:
+        """What :meth:`merge` records in ``Spots.meta`` before the volume's own threshold is known."""
+        info = self.info
+        return {"threshold": None if self.auto else self.threshold, "mass_cut": None,
+                "threshold_mode": "auto" if self.auto else "fixed", "normalisation": dict(info.normalisation),
+                "model": info.name}
 
     def candidates(self, volume: np.ndarray, floor: float = autothreshold.GRID[0],
                    measure_level: float = autothreshold.MEASURE_LEVEL) -> tuple[np.ndarray, np.ndarray]:
@@ -251,7 +301,7 @@ class Detector:
         volumes."""
         check_volume(volume)
         stats = self.stats(volume)
-        if stats[1] == 0.0:
+        if stats.constant:
             return np.zeros(0, np.float32), np.zeros(0)
         parts = [self.tile_candidates(volume, core, stats, measure_level, floor) for core in self.cores(volume.shape)]
         _, voxels, scores, _, features = (np.concatenate(a) for a in zip(*parts))
@@ -276,17 +326,38 @@ class Detector:
         check_volume(volume, path)
         stats = self.stats(volume)
         cores = self.cores(volume.shape)
-        if stats[1] == 0.0:
+        if stats.constant:
             if progress is not None:
                 progress.update(len(cores))
-            return Spots.empty(size)
+            return Spots.empty(size, meta={**self.meta(), "threshold_mode": "constant image: nothing to detect"})
+        found = self.scale_for(volume, stats)
+        if found.factors is not None:  # resample to the model's spot size, detect, map the positions back
+            spots = self._detect_resampled(scale.resample(volume, found.factors), size, progress, cores)
+            c = scale.to_input(spots.zyx, found.factors)
+            keep = np.all((c > -0.5) & (c < np.asarray(volume.shape) - 0.5), axis=1)
+            return dataclasses.replace(spots, z=c[keep, 0], y=c[keep, 1], x=c[keep, 2], score=spots.score[keep],
+                                       intensity=spots.intensity[keep], meta={**spots.meta, "scale": found.as_dict()})
+        spots = self._detect_resampled(volume, size, progress, cores, stats)
+        return dataclasses.replace(spots, meta={**spots.meta, "scale": found.as_dict()})
+
+    def _detect_resampled(self, volume, size, progress, planned: list, stats: normalise.Stats | None = None
+                          ) -> Spots:
+        """Tiles -> candidates -> spots of a volume at the model's scale (``planned``: the cores the progress
+        was sized for; a resampled volume's progress is spread over them)."""
+        stats = self.stats(volume) if stats is None else stats
+        cores = self.cores(volume.shape)
+        if stats.constant:
+            return Spots.empty(size, meta={**self.meta(), "threshold_mode": "constant image: nothing to detect"})
+        step = len(planned) / max(len(cores), 1)
 
         def parts() -> Iterator[TileCandidates]:
+            done = 0.0
             for core in cores:
                 yield self.tile_candidates(volume, core, stats)
                 release_pages(volume)  # a memmapped input must not pile up in resident memory
                 if progress is not None:
-                    progress.update(1)
+                    progress.update(int(done + step) - int(done))
+                    done += step
 
         return self.merge(parts(), size, int(np.prod(volume.shape)))
 

@@ -21,6 +21,7 @@ from . import pairs
 from .detector import Detector, TileCandidates, check_volume
 from .errors import DmdetError, InputError
 from .io import Stack
+from .normalise import Stats
 from .spots import Spots
 
 __all__ = ["DetectorSpec", "connect", "detect_many"]
@@ -75,7 +76,7 @@ def _stack(source: _Source | np.ndarray) -> Stack:
     return stack
 
 
-def _frame_stats(spec: DetectorSpec, source: _Source | np.ndarray, frame: int) -> tuple[float, float]:
+def _frame_stats(spec: DetectorSpec, source: _Source | np.ndarray, frame: int) -> Stats:
     """Task: check one frame (rank, type, NaN/Inf) and return its normalisation statistics."""
     stack = _stack(source)
     volume = stack.data[frame]
@@ -87,10 +88,10 @@ def _frame_stats(spec: DetectorSpec, source: _Source | np.ndarray, frame: int) -
 
 
 def _tile(spec: DetectorSpec, source: _Source | np.ndarray, frame: int, core: tuple,
-          stats: tuple[float, float]) -> TileCandidates:
+          stats: Stats) -> TileCandidates:
     """Task: peak candidates of one tile's core."""
     det = _detector(spec)
-    if stats[1] == 0.0:
+    if stats.constant:
         e = np.zeros((0, 3))
         return TileCandidates(e, e.astype(np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32),
                               np.zeros((0, pairs.N_FEATURES)))

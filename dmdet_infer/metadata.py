@@ -10,25 +10,29 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .normalise import check_spec as check_normalisation
 from .threshold import check as check_calibration
 
 FORMAT_VERSION = 1
 PREFIX = "dmdet."
 KINDS = ("density", "binary")
-NORMALISATIONS = ("median_mad", "percentile")
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     """What inference needs to use a network exactly as it was trained.
 
-    normalisation: ``{"method": "median_mad"}`` maps x -> (x - median) / (1.4826 * MAD) with the statistics of the
+    normalisation: ``{"method": "local_median_mad", "block": [8, 32, 32]}`` maps x -> (x - b) / s with the local
+    background b and noise s of :mod:`dmdet_infer.normalise`; ``{"method": "median_mad"}`` maps
+    x -> (x - median) / (1.4826 * MAD) with the statistics of the
     whole volume; ``{"method": "percentile", "low": 1.0, "high": 99.8}`` maps the two percentiles to 0 and 1.
     stride_zyx: input sizes must be multiples of it (inputs are padded, outputs cropped back).
     halo_zyx: voxels of context each side needed for an exact output (receptive field radius), for tiling.
     threshold: default peak threshold on the network output, tuned on validation data.
     sigma_zyx: standard deviations (voxels) of the target Gaussians (density models).
     noise_peaks: the noise calibration behind ``--threshold auto`` (:mod:`dmdet_infer.threshold`), or None.
+    spot_sigma_zyx: the spot size (Gaussian σ, voxels) the model works at; spot_sigma_range_zyx: the (low, high)
+        σ per axis it was trained on (:mod:`dmdet_infer.scale`); None for models that do not say.
     """
 
     kind: str
@@ -44,6 +48,8 @@ class ModelInfo:
     config: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     noise_peaks: dict[str, Any] | None = None
+    spot_sigma_zyx: tuple[float, float, float] | None = None
+    spot_sigma_range_zyx: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None = None
     format_version: int = FORMAT_VERSION
 
     REQUIRED = ("kind", "normalisation", "stride_zyx", "halo_zyx", "threshold")
@@ -51,15 +57,20 @@ class ModelInfo:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"dmdet.kind must be one of {KINDS}, got {self.kind!r}")
-        method = self.normalisation.get("method") if isinstance(self.normalisation, dict) else None
-        if method not in NORMALISATIONS:
-            raise ValueError(f"dmdet.normalisation.method must be one of {NORMALISATIONS}, got {method!r}")
+        check_normalisation(self.normalisation)
         for name in ("stride_zyx", "halo_zyx"):
             value = getattr(self, name)
             if len(value) != 3 or any(int(v) != v or v < (1 if name == "stride_zyx" else 0) for v in value):
                 raise ValueError(f"dmdet.{name} must be 3 non-negative integers (stride >= 1), got {value!r}")
         if self.noise_peaks is not None:
             check_calibration(self.noise_peaks)
+        if self.spot_sigma_zyx is not None:
+            rng = self.spot_sigma_range_zyx
+            if (len(self.spot_sigma_zyx) != 3 or not all(isinstance(v, (int, float)) and v > 0
+                                                         for v in self.spot_sigma_zyx)
+                    or rng is None or len(rng) != 3 or any(len(r) != 2 or not 0 < r[0] <= r[1] for r in rng)):
+                raise ValueError("dmdet.spot_sigma_zyx needs 3 positive sizes and dmdet.spot_sigma_range_zyx 3 "
+                                 f"(low, high) pairs, got {self.spot_sigma_zyx!r} and {rng!r}")
         if self.format_version > FORMAT_VERSION:
             raise ValueError(
                 f"model format version {self.format_version} is newer than this dmdet_infer understands "
@@ -88,8 +99,10 @@ def from_props(props: dict[str, str]) -> ModelInfo:
     missing = [k for k in ModelInfo.REQUIRED if k not in values]
     if missing:
         raise ValueError("missing dmdet metadata " + ", ".join(PREFIX + k for k in missing))
-    for name in ("stride_zyx", "halo_zyx", "sigma_zyx", "min_distance_zyx", "voxel_size_um"):
+    for name in ("stride_zyx", "halo_zyx", "sigma_zyx", "min_distance_zyx", "voxel_size_um", "spot_sigma_zyx"):
         if values.get(name) is not None:
             values[name] = tuple(values[name])
+    if values.get("spot_sigma_range_zyx") is not None:
+        values["spot_sigma_range_zyx"] = tuple(tuple(r) for r in values["spot_sigma_range_zyx"])
     values["threshold"] = float(values["threshold"])
     return ModelInfo(**values)

@@ -1,13 +1,33 @@
-"""Input normalisation, exactly as the model was trained (``dmdet.normalisation``)."""
+"""Input normalisation, exactly as the model was trained (``dmdet.normalisation``).
+
+Methods:
+
+- ``local_median_mad`` (models since 2026-11-30): ``(x - b) / s`` where the background ``b`` and the noise ``s``
+  are local. The volume is cut into blocks of ``block`` voxels (z, y, x) on a grid anchored at the volume's
+  origin; each block gets its median and 1.4826 x its median absolute deviation, and both are interpolated
+  (trilinearly, between block centres, constant beyond the outer centres) to every voxel. A spot then looks the
+  same to the network under an illumination gradient, on a cell, or beside bright blobs elsewhere in the stack.
+  Each voxel's statistics depend only on the blocks around it, so a tile normalised with :meth:`Stats.apply`
+  equals the same part of the whole normalised volume. Blocks whose MAD is 0 (clipped or saturated background,
+  8-bit data) take the median noise of the other blocks.
+- ``median_mad``: one median and MAD for the whole volume (the paper's models up to 2026-11-26).
+- ``percentile``: the ``low`` and ``high`` percentiles of the whole volume map to 0 and 1.
+
+Statistics are computed in float64 for 32- and 64-bit inputs, so a large offset (e.g. uint32 + 1e8) does not
+eat the signal.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 MAD_TO_SD = 1.4826
 MAX_SAMPLES = 1 << 22
+METHODS = ("local_median_mad", "median_mad", "percentile")
+DEFAULT_BLOCK = (8, 32, 32)
 
 
 def sample(volume, max_samples: int | None = None) -> np.ndarray:
@@ -29,13 +49,154 @@ def sample(volume, max_samples: int | None = None) -> np.ndarray:
     return np.asarray(volume[tuple(slice(None, None, s) for s in steps)])
 
 
-def normalisation_stats(volume: np.ndarray, spec: dict[str, Any]) -> tuple[float, float]:
-    """(offset, scale) such that ``(volume - offset) / scale`` is the network's input.
+def work_dtype(dtype: np.dtype) -> type:
+    """float64 for inputs whose values float32 cannot hold exactly (32/64-bit integers and floats), else float32."""
+    dtype = np.dtype(dtype)
+    return np.float64 if dtype.itemsize >= 4 and dtype != np.float32 else np.float32
 
-    ``scale`` is 0 for a constant volume (nothing to detect). Statistics come from the whole volume (a strided
-    sample above 4 Mi voxels, see :func:`sample`), never from a tile, so tiled and whole-volume inference see the
-    same input.
-    """
+
+@dataclass(frozen=True)
+class Stats:
+    """Normalisation statistics of one volume: background ``offset`` and noise ``scale`` on a coarse grid of
+    blocks of ``block`` voxels (one block for the whole-volume methods). ``constant``: nothing to detect."""
+
+    offset: np.ndarray
+    scale: np.ndarray
+    block: tuple[int, int, int]
+    shape: tuple[int, int, int]
+
+    @property
+    def constant(self) -> bool:
+        return not bool(np.any(self.scale > 0))
+
+    def maps(self, region: tuple[slice, slice, slice] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-voxel (background, noise) of ``region`` (default: the whole volume), float64."""
+        region = self._region(region)
+        return _expand(self.offset, region, self.shape, self.block), _expand(self.scale, region, self.shape,
+                                                                               self.block)
+
+    def _region(self, region):
+        return tuple(slice(0, n) for n in self.shape) if region is None else region
+
+    def apply(self, block: np.ndarray, region: tuple[slice, slice, slice] | None = None) -> np.ndarray:
+        """``(block - b) / s`` as float32 for the voxels of ``region`` (default: the whole volume)."""
+        block = np.asarray(block)
+        dtype = work_dtype(block.dtype)
+        if self.offset.size == 1:  # whole-volume statistics
+            out = np.asarray(block, dtype) - dtype(self.offset.flat[0])
+            out *= dtype(1.0 / float(self.scale.flat[0]))
+            return out.astype(np.float32, copy=False)
+        region = self._region(region)
+        out = np.empty(block.shape, np.float32)
+        for k, (b, s) in enumerate(_planes(self.offset, self.scale, region, self.shape, self.block, dtype)):
+            plane = np.asarray(block[k], dtype) - b
+            plane /= s
+            out[k] = plane
+        return out
+
+
+def _centres(n: int, b: int) -> np.ndarray:
+    starts = np.arange(0, n, b)
+    return starts + (np.minimum(b, n - starts) - 1) / 2.0
+
+
+def _weights(r: slice, n: int, b: int, nb: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower block index and weight of the upper one for each position of ``r`` (linear between centres)."""
+    if nb == 1:
+        return np.zeros(r.stop - r.start, np.int64), np.zeros(r.stop - r.start)
+    f = np.interp(np.arange(r.start, r.stop), _centres(n, b), np.arange(nb, dtype=np.float64))
+    i0 = np.minimum(np.floor(f).astype(np.int64), nb - 2)
+    return i0, f - i0
+
+
+def _along(coarse: np.ndarray, axis: int, i0: np.ndarray, w: np.ndarray) -> np.ndarray:
+    if coarse.shape[axis] == 1:
+        return np.repeat(coarse, len(i0), axis=axis)
+    view = [1] * coarse.ndim
+    view[axis] = -1
+    lo, hi = np.take(coarse, i0, axis=axis), np.take(coarse, i0 + 1, axis=axis)
+    return lo + (hi - lo) * w.reshape(view)
+
+
+def _expand(coarse: np.ndarray, region, shape, block) -> np.ndarray:
+    """Trilinear interpolation of a block grid to the voxels of ``region`` (constant beyond the outer centres)."""
+    out = np.asarray(coarse, np.float64)
+    for axis in (2, 1, 0):
+        out = _along(out, axis, *_weights(region[axis], shape[axis], block[axis], coarse.shape[axis]))
+    return out
+
+
+def _planes(offset: np.ndarray, scale: np.ndarray, region, shape, block, dtype):
+    """(background, noise) of each z-plane of ``region`` in ``dtype``: the same values as :func:`_expand`,
+    interpolated in y and x once per block row and in z plane by plane."""
+    both = np.stack([offset, scale])
+    for axis in (2, 1):
+        both = _along(both, axis + 1, *_weights(region[axis], shape[axis], block[axis], both.shape[axis + 1]))
+    both = both.astype(dtype)
+    i0, w = _weights(region[0], shape[0], block[0], both.shape[1])
+    for i, wk in zip(i0, w):
+        if wk == 0.0:
+            yield both[0, i], both[1, i]
+        else:
+            lo, hi = both[:, i], both[:, i + 1]
+            mid = lo + (hi - lo) * dtype(wk)
+            yield mid[0], mid[1]
+
+
+def _blocks(slab: np.ndarray, bx: int) -> list[np.ndarray]:
+    """The voxels of each x-block of a slab (one row of blocks), as rows."""
+    dz, dy, x = slab.shape
+    nfull = x // bx
+    rows = []
+    if nfull:
+        rows.extend(slab[:, :, :nfull * bx].reshape(dz, dy, nfull, bx).transpose(2, 0, 1, 3).reshape(nfull, -1))
+    if nfull * bx < x:
+        rows.append(slab[:, :, nfull * bx:].reshape(-1))
+    return rows
+
+
+def _per_block(volume, block, shape, fn, dtype) -> np.ndarray:
+    """``fn(voxels, region)`` of every block, read one row of blocks at a time."""
+    bz, by, bx = block
+    nb = tuple(-(-n // b) for n, b in zip(shape, block))
+    out = np.empty(nb, np.float64)
+    for iz, z0 in enumerate(range(0, shape[0], bz)):
+        for iy, y0 in enumerate(range(0, shape[1], by)):
+            region = (slice(z0, min(z0 + bz, shape[0])), slice(y0, min(y0 + by, shape[1])), slice(0, shape[2]))
+            slab = fn(np.asarray(volume[region], dtype), region)
+            rows = _blocks(slab, bx)
+            full = np.stack(rows[:shape[2] // bx]) if shape[2] // bx else None
+            if full is not None:
+                out[iz, iy, :len(full)] = np.median(full, axis=1)
+            if len(rows) > shape[2] // bx:
+                out[iz, iy, -1] = np.median(rows[-1])
+    return out
+
+
+def local_stats(volume, block: tuple[int, int, int] = DEFAULT_BLOCK) -> Stats:
+    """Block medians of ``volume`` (any array numpy can slice), then each block's noise, 1.4826 x the median
+    absolute deviation from the interpolated background (so a gradient within a block does not count as noise).
+    Zero-noise blocks take the median noise of the others (all zero: a constant volume)."""
+    shape = tuple(int(n) for n in volume.shape)
+    block = tuple(int(max(1, min(b, n))) for b, n in zip(block, shape))
+    dtype = work_dtype(volume.dtype)
+    offset = _per_block(volume, block, shape, lambda v, r: v, dtype)
+    unit = np.ones_like(offset)
+
+    def deviation(v: np.ndarray, r) -> np.ndarray:
+        out = np.empty_like(v)  # v may be a view of the caller's array
+        for k, (b, _) in enumerate(_planes(offset, unit, r, shape, block, dtype)):
+            np.abs(v[k] - b, out=out[k])
+        return out
+
+    scale = MAD_TO_SD * _per_block(volume, block, shape, deviation, dtype)
+    positive = scale[scale > 0]
+    scale = np.where(scale > 0, scale, float(np.median(positive)) if positive.size else 0.0)
+    return Stats(offset, scale, block, shape)  # type: ignore[arg-type]
+
+
+def global_stats(volume, spec: dict[str, Any]) -> Stats:
+    """One (offset, scale) for the whole volume (``median_mad`` or ``percentile``)."""
     values = np.asarray(sample(volume), dtype=np.float64).reshape(-1)
     method = spec["method"]
     if method == "median_mad":
@@ -50,7 +211,33 @@ def normalisation_stats(volume: np.ndarray, spec: dict[str, Any]) -> tuple[float
             scale = float(values.max() - low)
     else:
         raise ValueError(f"unknown normalisation method {method!r}")
-    return offset, scale
+    shape = tuple(int(n) for n in volume.shape)
+    return Stats(np.full((1, 1, 1), offset), np.full((1, 1, 1), scale), shape, shape)  # type: ignore[arg-type]
+
+
+def check_spec(spec: Any) -> None:
+    """Raise ValueError when a ``dmdet.normalisation`` entry is malformed."""
+    method = spec.get("method") if isinstance(spec, dict) else None
+    if method not in METHODS:
+        raise ValueError(f"dmdet.normalisation.method must be one of {METHODS}, got {method!r}")
+    if method == "local_median_mad":
+        block = spec.get("block", DEFAULT_BLOCK)
+        if (not isinstance(block, (list, tuple)) or len(block) != 3
+                or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in block)):
+            raise ValueError(f"dmdet.normalisation.block must be three positive integers (z, y, x), got {block!r}")
+
+
+def stats(volume, spec: dict[str, Any]) -> Stats:
+    """The normalisation statistics of a whole volume for the model's ``spec`` (``dmdet.normalisation``)."""
+    if spec["method"] == "local_median_mad":
+        return local_stats(volume, tuple(spec.get("block", DEFAULT_BLOCK)))
+    return global_stats(volume, spec)
+
+
+def normalisation_stats(volume: np.ndarray, spec: dict[str, Any]) -> tuple[float, float]:
+    """(offset, scale) of a whole-volume method, such that ``(volume - offset) / scale`` is the network's input."""
+    s = global_stats(volume, spec)
+    return float(s.offset.flat[0]), float(s.scale.flat[0])
 
 
 def apply(block: np.ndarray, offset: float, scale: float) -> np.ndarray:
@@ -61,8 +248,8 @@ def apply(block: np.ndarray, offset: float, scale: float) -> np.ndarray:
 
 
 def normalise(volume: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """Normalise a whole volume (training and small inputs)."""
-    offset, scale = normalisation_stats(volume, spec)
-    if scale == 0.0:
+    """Normalise a whole volume (training and small inputs); zeros for a constant volume."""
+    s = stats(volume, spec)
+    if s.constant:
         return np.zeros(volume.shape, np.float32)
-    return apply(volume, offset, scale)
+    return s.apply(volume)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,10 @@ class Spots:
     intensity: np.ndarray
     frame: np.ndarray | None = None
     voxel_size_um: tuple[float, float, float] | None = None
+    #: How the spots were found: ``threshold`` (the score cut used), ``mass_cut`` (photometric mass cut, or
+    #: None), ``threshold_mode`` ("fixed", "auto", or "auto: nothing stands out"), ``normalisation``, ``model``;
+    #: for several frames, ``frames`` holds each frame's meta.
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __len__(self) -> int:
         return int(self.z.shape[0])
@@ -47,10 +52,11 @@ class Spots:
         write_spots_csv(path, self.columns())
 
     @classmethod
-    def empty(cls, voxel_size_um: tuple[float, float, float] | None = None, with_frame: bool = False) -> Spots:
+    def empty(cls, voxel_size_um: tuple[float, float, float] | None = None, with_frame: bool = False,
+              meta: dict[str, Any] | None = None) -> Spots:
         e = np.zeros(0, np.float64)
         return cls(e, e, e, np.zeros(0, np.float32), np.zeros(0, np.float32),
-                   np.zeros(0, np.int64) if with_frame else None, voxel_size_um)
+                   np.zeros(0, np.int64) if with_frame else None, voxel_size_um, dict(meta or {}))
 
     @classmethod
     def concat(cls, parts: Sequence[Spots]) -> Spots:
@@ -62,9 +68,9 @@ class Spots:
             *(np.concatenate([getattr(p, n) for p in parts]) for n in ("z", "y", "x", "score", "intensity")),
             frame=None if any(f is None for f in frames) else np.concatenate(frames),
             voxel_size_um=parts[0].voxel_size_um,
+            meta={"frames": [p.meta for p in parts]},
         )
 
     def with_frame(self, index: int) -> Spots:
         """The same spots tagged with a frame index."""
-        return Spots(self.z, self.y, self.x, self.score, self.intensity,
-                     np.full(len(self), index, np.int64), self.voxel_size_um)
+        return replace(self, frame=np.full(len(self), index, np.int64))

@@ -21,7 +21,7 @@ without raising the score threshold over faint-scoring real spots.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,52 @@ CALIBRATION_BACKGROUND = 10.0
 CALIBRATION_VOLUMES = 2
 PHOTON_GRID = tuple(round(float(a), 1) for a in np.geomspace(5.0, 500.0, 31))  # normalised units
 MEASURE_LEVEL = 0.5
+#: With a noise-family calibration, spots stand out when the candidates above some cut exceed the expected noise
+#: peaks by this many Poisson standard deviations plus one; otherwise the volume gets no spot.
+STAND_OUT_SD = 3.0
+
+
+def _gradient(rng: np.random.Generator, shape: tuple[int, int, int], amount: float = 0.3) -> np.ndarray:
+    """1 + amount * u, u from -1 to 1 along a random direction in YX."""
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    y = np.linspace(-1.0, 1.0, shape[1])[:, None]
+    x = np.linspace(-1.0, 1.0, shape[2])[None, :]
+    u = np.cos(angle) * x + np.sin(angle) * y
+    return (1.0 + amount * u / max(float(np.abs(u).max()), 1e-12))[None]
+
+
+def _poisson(mean: float, offset: float = 0.0, read: float = 0.0, gradient: bool = False):
+    def make(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
+        m = mean * (_gradient(rng, shape) if gradient else 1.0)
+        v = rng.poisson(np.broadcast_to(m, shape)).astype(np.float32) + np.float32(offset)
+        return v + rng.normal(0.0, read, shape).astype(np.float32) if read else v
+    return make
+
+
+def _gaussian(gradient: bool = False):
+    def make(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
+        m = 100.0 * (_gradient(rng, shape) if gradient else 1.0)
+        return (m + rng.normal(0.0, 5.0, shape)).astype(np.float32)
+    return make
+
+
+def _eight_bit(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarray:
+    """Low-count noise quantised to 8 bits with the background partly clipped at 0."""
+    return np.clip(rng.poisson(4.0, shape).astype(np.float32) * 3.0 - 6.0, 0, 255).astype(np.float32)
+
+
+#: Background-only volumes (no particle) whose noise peaks :func:`calibrate` counts: photon-counting noise from
+#: 3 to 100 photons, Gaussian noise, a camera's offset and read noise, each flat and under a +-30 % illumination
+#: gradient, and clipped 8-bit data. The calibration keeps the highest rate over them at every cut, so that the
+#: automatic threshold does not rely on a stack's noise matching one of them.
+NOISE_MODELS: dict[str, Callable[[np.random.Generator, tuple[int, int, int]], np.ndarray]] = {
+    "poisson3": _poisson(3.0), "poisson10": _poisson(10.0), "poisson100": _poisson(100.0),
+    "gaussian": _gaussian(), "camera": _poisson(10.0, 100.0, 2.0),
+    "poisson3+gradient": _poisson(3.0, gradient=True), "poisson10+gradient": _poisson(10.0, gradient=True),
+    "poisson100+gradient": _poisson(100.0, gradient=True), "gaussian+gradient": _gaussian(True),
+    "camera+gradient": _poisson(10.0, 100.0, 2.0, True), "8bit-clipped": _eight_bit,
+}
+FAMILY_SHAPE = (10, 256, 256)
 
 
 def calibrate(
@@ -41,33 +87,44 @@ def calibrate(
     volumes: int = CALIBRATION_VOLUMES,
     background: float = CALIBRATION_BACKGROUND,
     seed: int = 0,
+    noise: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Noise-peak rate per voxel above each threshold of :data:`GRID`.
 
     ``scores_of(volume)`` returns the scores of the spots found in ``volume`` at threshold ``GRID[0]`` (e.g.
     ``lambda v: Detector(model, threshold=0.05).detect(v).score``), or ``(scores, photons)`` with the
     photometric masses (NaN where not measured, see :meth:`dmdet_infer.detector.Detector.candidates`), which adds
-    the rates of :func:`choose_cut`; it is called on ``volumes`` Poisson volumes of ``shape`` with mean
-    ``background`` photons (no particles)."""
+    the rates of :func:`choose_cut`. With ``noise`` (names of :data:`NOISE_MODELS`) it is called on ``volumes``
+    volumes of ``shape`` of each, and every rate is the highest over them; without, on Poisson volumes with mean
+    ``background`` photons (the calibration of models up to 2026-11-26)."""
     rng = np.random.default_rng(seed)
-    scores, photons = [], []
-    for _ in range(int(volumes)):
-        found = scores_of(rng.poisson(background, shape).astype(np.float32))
-        s, p = found if isinstance(found, tuple) else (found, None)
-        scores.append(np.asarray(s, np.float64).reshape(-1))
-        photons.append(None if p is None else np.asarray(p, np.float64).reshape(-1))
-    found = np.concatenate(scores) if scores else np.zeros(0)
+    makers = ({"poisson": lambda r, sh: r.poisson(background, sh).astype(np.float32)} if noise is None
+              else {name: NOISE_MODELS[name] for name in noise})
     n_voxels = int(volumes) * int(np.prod(shape))
-    rates = [float(np.count_nonzero(found > t)) / n_voxels for t in GRID]
-    out = {"thresholds": list(GRID), "per_voxel": rates, "guard_sd": GUARD_SD, "shape": list(shape),
-           "volumes": int(volumes), "background": float(background), "noise": "poisson"}
-    if photons and all(p is not None for p in photons):
-        mass = np.concatenate(photons)
-        mass = np.where(np.isnan(mass), np.inf, mass)  # not measured: never cut
+    per_voxel, per_cut = [], []
+    for make in makers.values():
+        scores, photons = [], []
+        for _ in range(int(volumes)):
+            found = scores_of(make(rng, tuple(shape)))
+            s, p = found if isinstance(found, tuple) else (found, None)
+            scores.append(np.asarray(s, np.float64).reshape(-1))
+            photons.append(None if p is None else np.asarray(p, np.float64).reshape(-1))
+        found = np.concatenate(scores) if scores else np.zeros(0)
+        per_voxel.append([float(np.count_nonzero(found > t)) / n_voxels for t in GRID])
+        if photons and all(p is not None for p in photons):
+            mass = np.concatenate(photons)
+            mass = np.where(np.isnan(mass), np.inf, mass)  # not measured: never cut
+            per_cut.append([[float(np.count_nonzero((found > t) & (mass > a))) / n_voxels for a in PHOTON_GRID]
+                            for t in GRID])
+    out = {"thresholds": list(GRID), "per_voxel": np.max(per_voxel, axis=0).tolist(), "guard_sd": GUARD_SD,
+           "shape": list(shape), "volumes": int(volumes), "background": float(background),
+           "noise": "poisson" if noise is None else list(makers)}
+    if len(per_cut) == len(makers):
         out["measure_level"] = MEASURE_LEVEL
         out["photons"] = list(PHOTON_GRID)
-        out["per_voxel_cut"] = [[float(np.count_nonzero((found > t) & (mass > a))) / n_voxels for a in PHOTON_GRID]
-                                for t in GRID]
+        out["per_voxel_cut"] = np.max(per_cut, axis=0).tolist()
+    if noise is not None:
+        out["stand_out_sd"] = STAND_OUT_SD
     return out
 
 
@@ -112,6 +169,18 @@ def _estimate(above: np.ndarray, rate: np.ndarray, n_voxels: int, guard: float) 
     return np.clip(above - fp - guard * np.sqrt(fp), 0.0, None)
 
 
+NOTHING = float("inf")  #: the threshold of a volume in which nothing stands out of the noise
+
+
+def stands_out(above: np.ndarray, rate: np.ndarray, n_voxels: int, calibration: dict[str, Any]) -> bool:
+    """Whether, at some cut, the candidates exceed the expected noise peaks by at least one spot beyond the guard
+    (``stand_out_sd`` Poisson sd with a noise-family calibration, else ``guard_sd``)."""
+    if not above.size:
+        return False
+    sd = float(calibration.get("stand_out_sd", calibration.get("guard_sd", GUARD_SD)))
+    return bool(_estimate(above, rate, n_voxels, sd).max() >= 1.0)
+
+
 def choose(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallback: float) -> float:
     """The threshold for one volume (see the module docstring); ``scores`` are its candidates' scores."""
     grid = np.asarray(calibration["thresholds"], np.float64)
@@ -119,8 +188,8 @@ def choose(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallb
     above = _above(scores, grid)
     tp = _estimate(above, rate, n_voxels, float(calibration.get("guard_sd", GUARD_SD)))
     particles = float(tp.max()) if tp.size else 0.0
-    if particles < 1.0:
-        return float(fallback)
+    if not stands_out(above, rate, n_voxels, calibration):
+        return NOTHING if "stand_out_sd" in calibration else float(fallback)
     f1 = 2.0 * tp / np.maximum(above + particles, 1.0)
     best = np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]
     return float(grid[best])
@@ -140,8 +209,9 @@ def choose_cut(
     m = np.where(np.isnan(m), np.inf, m)
     above = np.stack([_above(s[m > a], grid) for a in levels], axis=1)
     tp = _estimate(above, rate, n_voxels, float(calibration.get("guard_sd", GUARD_SD)))
-    if not tp.size or tp[:, 0].max() < 1.0:  # no spot stands out by its score: as choose (the many cells of the
-        return float(fallback), -np.inf      # 2D search would otherwise find one in pure noise now and then)
+    if not stands_out(above[:, 0], rate[:, 0], n_voxels, calibration):  # by the score alone: as choose (the many
+        # cells of the 2D search would otherwise find one in pure noise now and then)
+        return (NOTHING if "stand_out_sd" in calibration else float(fallback)), -np.inf
     particles = float(tp.max())
     f1 = 2.0 * tp / np.maximum(above + particles, 1.0)
     best = np.argwhere(f1 >= f1.max() - 1e-12)

@@ -102,14 +102,15 @@ def plan(shape: Shape3, tile: Shape3, halo: Shape3, stride: Shape3) -> list[Tile
 def predict(
     volume: np.ndarray,
     run: Callable[[np.ndarray], np.ndarray],
-    prepare: Callable[[np.ndarray], np.ndarray],
+    prepare: Callable[[np.ndarray, Region], np.ndarray],
     tile: Shape3,
     halo: Shape3,
     stride: Shape3,
 ) -> np.ndarray:
     """Density map of ``volume`` (Z,Y,X, raw) stitched from tiles.
 
-    ``prepare`` turns a raw block into network input (normalisation with whole-volume statistics);
+    ``prepare(block, region)`` turns the raw voxels of ``region`` into network input (normalisation with the
+    whole volume's statistics, see :class:`dmdet_infer.normalise.Stats`);
     ``run`` is the network on one padded block.
     """
     out = np.empty(volume.shape, np.float32)
@@ -131,7 +132,7 @@ def read_window(region: Region, shape: Shape3, halo: Shape3, stride: Shape3) -> 
 def predict_region(
     volume,
     run: Callable[[np.ndarray], np.ndarray],
-    prepare: Callable[[np.ndarray], np.ndarray],
+    prepare: Callable[[np.ndarray, Region], np.ndarray],
     region: Region,
     halo: Shape3,
     stride: Shape3,
@@ -142,7 +143,7 @@ def predict_region(
     inside = tuple(slice(s.start, min(s.stop, n)) for s, n in zip(read, volume.shape))
     block = np.asarray(volume[inside])
     pad = tuple((0, s.stop - i.stop) for s, i in zip(read, inside))
-    x = prepare(block)
+    x = prepare(block, inside)
     if any(p[1] for p in pad):
         x = np.pad(x, pad)
     local = tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, read))

@@ -22,7 +22,6 @@ from dmdet_infer import threshold as autothreshold
 from dmdet_infer.detector import Detector
 from dmdet_infer.metadata import ModelInfo, to_props
 from training.config import TrainConfig
-from training.data import NORMALISATION
 from training.network import DetNet3D, fold_norms, receptive_halo, stride
 from training.train import model_from_checkpoint
 
@@ -55,7 +54,7 @@ def model_info(
     scores = dict(ckpt.get("val_scores", {}))
     return ModelInfo(
         kind=cfg.target,
-        normalisation=dict(NORMALISATION),
+        normalisation=dict(cfg.data.normalisation),
         stride_zyx=tuple(int(v) for v in stride(model)),
         halo_zyx=tuple(int(v) for v in receptive_halo(model)),
         threshold=float(threshold),
@@ -142,12 +141,16 @@ def export_checkpoint(
         if not max_diff <= tolerance:
             raise RuntimeError(f"ONNX/PyTorch parity failed: max |diff| {max_diff:.3g} > {tolerance:g}")
         if calibration_shape is not None:
+            # models with local normalisation: the worst rate over a family of noise models (threshold.NOISE_MODELS)
+            family = info.normalisation.get("method") == "local_median_mad"
+            noise = list(autothreshold.NOISE_MODELS) if family else None
+            shape = autothreshold.FAMILY_SHAPE if family else tuple(calibration_shape)
             if info.kind == "density" and info.sigma_zyx is not None:  # also the noise peaks' photometric masses
                 detector = Detector(str(final), device="cpu", threshold=info.threshold)
-                calibration = autothreshold.calibrate(detector.candidates, tuple(calibration_shape))
+                calibration = autothreshold.calibrate(detector.candidates, shape, noise=noise)
             else:
                 detector = Detector(str(final), device="cpu", threshold=autothreshold.GRID[0])
-                calibration = autothreshold.calibrate(lambda v: detector.detect(v).score, tuple(calibration_shape))
+                calibration = autothreshold.calibrate(lambda v: detector.detect(v).score, shape, noise=noise)
             info = dataclasses.replace(info, noise_peaks=calibration)
             _set_metadata(proto, info)
             onnx.save_model(proto, str(final), save_as_external_data=False)

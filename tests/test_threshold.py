@@ -149,3 +149,37 @@ def test_cli_threshold_values(tmp_path, model_path):
     assert result.exit_code != 0 and "'auto'" in result.output and not out.exists()
     with pytest.raises(InputError, match="auto"):
         Detector(model_path, threshold="high")
+
+
+FAMILY = {**RATE, "stand_out_sd": auto.STAND_OUT_SD}
+
+
+def test_with_a_noise_family_calibration_pure_noise_gets_no_spot():
+    assert auto.choose(noise_scores(), N_VOXELS, FAMILY, fallback=0.66) == auto.NOTHING
+    # a handful of spots above every noise peak do stand out, and get a threshold below them
+    few = np.concatenate([noise_scores(), np.full(5, 0.95)])
+    assert 0.75 <= auto.choose(few, N_VOXELS, FAMILY, fallback=0.66) < 0.95
+
+
+def test_calibrate_over_a_noise_family_keeps_the_worst_rate():
+    seen = []
+
+    def scores_of(volume):
+        seen.append(float(volume.mean()))
+        return np.array([0.9]) if volume.mean() > 50 else np.array([0.1, 0.2])  # bright noise: one high peak
+
+    cal = auto.calibrate(scores_of, shape=(2, 8, 8), volumes=1, noise=["poisson3", "poisson100"])
+    rates = dict(zip(cal["thresholds"], cal["per_voxel"]))
+    assert cal["noise"] == ["poisson3", "poisson100"] and len(seen) == 2
+    assert rates[0.05] == pytest.approx(2 / 128)  # poisson3's two peaks
+    assert rates[0.5] == pytest.approx(1 / 128)  # poisson100's high one
+    assert cal["stand_out_sd"] == auto.STAND_OUT_SD
+
+
+@pytest.mark.parametrize("name", sorted(auto.NOISE_MODELS))
+def test_noise_models_have_no_structure_but_the_gradient(name):
+    v = auto.NOISE_MODELS[name](np.random.default_rng(0), (4, 32, 32))
+    assert v.shape == (4, 32, 32) and v.dtype == np.float32 and np.isfinite(v).all()
+    halves = v[..., :16].mean(), v[..., 16:].mean()
+    if "gradient" not in name:
+        assert abs(halves[0] - halves[1]) < 0.1 * max(abs(np.mean(halves)), 1.0) + 0.5

@@ -3,7 +3,7 @@ import pytest
 
 from dmdet_infer import tiling
 from dmdet_infer.model import Model
-from dmdet_infer.normalise import apply, normalisation_stats
+from dmdet_infer.normalise import apply, stats
 
 
 @pytest.mark.parametrize("shape,tile,halo,stride", [
@@ -62,10 +62,7 @@ def test_auto_tile_fits_the_budget_and_reads_less_than_simple_rules(shape, budge
 def test_tiled_prediction_equals_whole_volume(pooled_model_path, shape, tile):
     model = Model(pooled_model_path, device="cpu")
     volume = np.random.default_rng(3).poisson(10.0, shape).astype(np.float32)
-    offset, scale = normalisation_stats(volume, model.info.normalisation)
-
-    def prep(b):
-        return apply(b, offset, scale)
+    prep = stats(volume, {"method": "local_median_mad", "block": [4, 16, 16]}).apply  # local: tiles must agree
 
     info = model.info
     whole = tiling.predict(volume, model.run, prep, shape, info.halo_zyx, info.stride_zyx)
@@ -79,7 +76,7 @@ def test_halo_too_small_is_visible(pooled_model_path):
     model = Model(pooled_model_path, device="cpu")
     volume = np.random.default_rng(4).poisson(10.0, (4, 32, 32)).astype(np.float32)
 
-    def prep(b):
+    def prep(b, region):
         return apply(b, 10.0, 3.0)
 
     whole = tiling.predict(volume, model.run, prep, (4, 32, 32), (0, 0, 0), (1, 2, 2))

@@ -12,6 +12,11 @@ LOSSES = ("awing", "awing_noweight", "mse", "mse_noweight", "binary")
 TARGETS = ("density", "binary")
 SOURCES = ("simulated", "annotations")
 NORMS = ("instance", "frozen")
+GENERATORS = ("ptc", "microscopy", "mix")
+#: The normalisation of models trained since 2026-11-30 (dmdet_infer.normalise); checkpoints whose config has
+#: none were trained with :data:`LEGACY_NORMALISATION`.
+LOCAL_NORMALISATION: dict[str, Any] = {"method": "local_median_mad", "block": [8, 32, 32]}
+LEGACY_NORMALISATION: dict[str, Any] = {"method": "median_mad"}
 
 
 @dataclass
@@ -26,6 +31,10 @@ class DataSpec:
     is the test split. ``cache_dir``: keep simulated items as .npz there (keyed by the spec) to skip re-simulating.
     ``online`` (simulated only): training batches come from fresh stacks, item ``n_stacks + k`` for the k-th
     crop, so training never sees a stack twice (no over-fitting to a pool); validation and test stay the pool's.
+    ``generator``: ``ptc`` (training.simulate, the challenge's virus scenario), ``microscopy``
+    (training.scenes: structured backgrounds, camera effects, hard negatives) or ``mix`` (each item one or the
+    other, microscopy 3 times in 4). ``normalisation``: the ``dmdet.normalisation`` spec inputs are normalised
+    with (dmdet_infer.normalise), exported with the model.
     """
 
     source: str = "simulated"
@@ -39,6 +48,8 @@ class DataSpec:
     folder: str | None = None
     cache_dir: str | None = None
     online: bool = False
+    generator: str = "ptc"
+    normalisation: dict[str, Any] = field(default_factory=lambda: dict(LOCAL_NORMALISATION))
 
     def describe(self) -> str:
         if self.source == "annotations":
@@ -113,6 +124,11 @@ class TrainConfig:
             raise ValueError("config data.online needs data.source 'simulated'")
         if self.monitor not in ("f1", "loss"):
             raise ValueError(f"config monitor must be 'f1' or 'loss', got {self.monitor!r}")
+        if self.data.generator not in GENERATORS:
+            raise ValueError(f"config data.generator must be one of {GENERATORS}, got {self.data.generator!r}")
+        from dmdet_infer.normalise import check_spec
+
+        check_spec(self.data.normalisation)
         if self.data.source not in SOURCES:
             raise ValueError(f"config data.source must be one of {SOURCES}, got {self.data.source!r}")
         if self.data.source == "annotations" and not self.data.folder:

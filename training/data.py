@@ -1,7 +1,8 @@
 """Training data: reproducible simulated (or annotated) stacks, normalisation, targets, random crops.
 
-Inputs are normalised exactly as at inference: :data:`NORMALISATION` (median/MAD of the whole stack) through
-``dmdet_infer.normalise.normalise``, the same code the inference package runs.
+Inputs are normalised exactly as at inference, with the data spec's ``normalisation`` (default: local median and
+MAD, :data:`training.config.LOCAL_NORMALISATION`) through ``dmdet_infer.normalise.normalise``, the same code the
+inference package runs.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import numpy as np
 import torch
 
 from dmdet_infer.normalise import normalise as infer_normalise
-from training.config import DataSpec
+from training.config import LOCAL_NORMALISATION, DataSpec
 
-NORMALISATION: dict[str, Any] = {"method": "median_mad"}
+NORMALISATION: dict[str, Any] = LOCAL_NORMALISATION
 SPLITS = ("train", "val", "test")
 
 
@@ -70,9 +71,20 @@ def simulate_item(spec: DataSpec, index: int) -> tuple[np.ndarray, np.ndarray, d
         with np.load(cached, allow_pickle=False) as f:
             return f["volume"], f["positions"], json.loads(str(f["meta"]))
     rng = np.random.default_rng(np.random.SeedSequence([int(spec.seed), int(index)]))
-    params = sample_params(rng, snr=spec.snr, density=spec.density, shape=tuple(spec.shape), nuisance=spec.nuisance)
-    volume, positions = simulate(params, rng)
-    meta = {"index": int(index), "snr": params.snr, "params": dataclasses.asdict(params)}
+    generator = spec.generator
+    if generator == "mix":
+        generator = "microscopy" if rng.uniform() < 0.75 else "ptc"
+    if generator == "microscopy":
+        from training.scenes import sample_scene, simulate_scene
+
+        scene = sample_scene(rng, shape=tuple(spec.shape), snr=spec.snr)
+        volume, positions = simulate_scene(scene, rng)
+        meta = {"index": int(index), "snr": scene.snr, "generator": "microscopy", "params": dataclasses.asdict(scene)}
+    else:
+        params = sample_params(rng, snr=spec.snr, density=spec.density, shape=tuple(spec.shape),
+                               nuisance=spec.nuisance)
+        volume, positions = simulate(params, rng)
+        meta = {"index": int(index), "snr": params.snr, "params": dataclasses.asdict(params)}
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(".tmp.npz")
@@ -85,6 +97,8 @@ def _cache_path(spec: DataSpec, index: int) -> Path | None:
     if not spec.cache_dir:
         return None
     key = {k: v for k, v in dataclasses.asdict(spec).items() if k in ("shape", "snr", "density", "nuisance", "seed")}
+    if spec.generator != "ptc":
+        key["generator"] = spec.generator
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return Path(spec.cache_dir) / f"sim-{digest}" / f"{index:06d}.npz"
 
@@ -121,7 +135,8 @@ def load_split(
 
             it = tqdm(idx, desc=f"simulating {split}", leave=False)
         raw = [simulate_item(spec, i) for i in it]
-    return [make_item(volume, positions, meta, target, sigma_zyx) for volume, positions, meta in raw]
+    return [make_item(volume, positions, meta, target, sigma_zyx, spec.normalisation)
+            for volume, positions, meta in raw]
 
 
 def fill_cache(spec: DataSpec, workers: int, progress: bool = False) -> int:
@@ -141,7 +156,7 @@ def _cache_one(spec: DataSpec, index: int) -> None:
 
 
 def _simulated_item(spec: DataSpec, index: int, target: str, sigma_zyx: tuple[float, float, float]) -> Item:
-    return make_item(*simulate_item(spec, index), target, sigma_zyx)
+    return make_item(*simulate_item(spec, index), target, sigma_zyx, spec.normalisation)
 
 
 def _load_parallel(spec: DataSpec, idx: range, target: str, sigma_zyx: tuple[float, float, float], workers: int,
@@ -169,10 +184,11 @@ def _parallel_map(fn: Callable[[int], Any], indices: Sequence[int], workers: int
 
 
 def make_item(volume: np.ndarray, positions: np.ndarray, meta: dict[str, Any], target: str,
-              sigma_zyx: tuple[float, float, float]) -> Item:
-    """A training item from a raw stack: normalised input and its target."""
+              sigma_zyx: tuple[float, float, float], normalisation: dict[str, Any] | None = None) -> Item:
+    """A training item from a raw stack: normalised input (``normalisation``, default :data:`NORMALISATION`)
+    and its target."""
     positions = np.asarray(positions, np.float64).reshape(-1, 3)
-    vol = normalise(volume)
+    vol = normalise(volume, normalisation)
     return Item(vol, make_target(target, vol.shape, positions, sigma_zyx), positions, meta)
 
 
@@ -259,7 +275,7 @@ class OnlineSampler(CropSampler):
     def _draw(self) -> Item:
         volume, positions, meta = simulate_item(self.spec, self.spec.n_stacks + self.position)
         self.position += 1
-        return make_item(volume, positions, meta, self.target_kind, self.sigma_zyx)
+        return make_item(volume, positions, meta, self.target_kind, self.sigma_zyx, self.spec.normalisation)
 
 
 def pad_to_stride(volume: np.ndarray, stride: tuple[int, int, int]) -> np.ndarray:

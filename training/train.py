@@ -135,10 +135,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def with_legacy_normalisation(config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config; those from before local normalisation (no ``data.normalisation``) get the
+    whole-stack median/MAD they were trained with."""
+    from training.config import LEGACY_NORMALISATION
+
+    data = dict(config.get("data", {}))
+    data.setdefault("normalisation", dict(LEGACY_NORMALISATION))
+    return {**config, "data": data}
+
+
 def model_from_checkpoint(path: str | Path) -> tuple[DetNet3D, TrainConfig, dict[str, Any]]:
     """(model in eval mode, its config, the checkpoint dict)."""
     ckpt = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg = TrainConfig.from_dict(with_legacy_normalisation(ckpt["config"]))
     model = build_model(cfg)
     model.load_state_dict(ckpt["model"])
     return model.eval(), cfg, ckpt

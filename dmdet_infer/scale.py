@@ -1,0 +1,220 @@
+"""Spot scale: the spot size a stack has, and resampling it to the size the model works at.
+
+A model says in its metadata (``dmdet.spot_sigma_zyx``, ``dmdet.spot_sigma_range_zyx``) the Gaussian σ, in
+voxels, of the spots it was trained on: a nominal size and the range it saw. A stack whose spots lie outside that
+range is resampled (linear interpolation, grid anchored at voxel 0) so that its spots get the nominal size, and
+the positions found are mapped back to the stack's voxels.
+
+The spot size comes from the user (``--spot-size``: σ or FWHM, in voxels or in µm with the voxel size) or, by
+default, from the stack itself (:func:`estimate`): the second moments of the average of the windows around the
+brightest isolated local maxima, within a radius that follows the estimate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+MAX_CROP = (16, 192, 192)  # the estimate looks at most at this much of the stack (its centre)
+CANDIDATES = 60
+MIN_SPOTS = 8
+WINDOW = (6, 15, 15)  # half-size of the averaged window (z, y, x)
+TRUNCATE = 2.5  # moments within 2.5 sigma of the peak; a Gaussian's sd so truncated is this fraction of sigma:
+TRUNCATION_BIAS = float(np.sqrt(1.0 - 2 * TRUNCATE * np.exp(-TRUNCATE**2 / 2) / np.sqrt(2 * np.pi)
+                                / math.erf(TRUNCATE / np.sqrt(2))))
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What the detector did about spot size: the stack's spot σ (voxels, z/y/x; None: unknown), where it came
+    from ("given", "estimated", "unknown"), and the resampling factors applied (output voxels per input voxel;
+    None: none)."""
+
+    sigma_zyx: tuple[float, float, float] | None
+    source: str
+    factors: tuple[float, float, float] | None = None
+    spots_measured: int = 0
+
+    def describe(self) -> str:
+        if self.sigma_zyx is None:
+            return "spot size unknown, not resampled"
+        s = f"spot sigma {self.sigma_zyx[0]:.2g},{self.sigma_zyx[1]:.2g} vox (z,xy; {self.source})"
+        if self.factors is not None:
+            s += ", resampled x" + ",".join(f"{f:.2g}" for f in (self.factors[0], self.factors[1]))
+        return s
+
+    def as_dict(self) -> dict:
+        return {"sigma_zyx": None if self.sigma_zyx is None else list(self.sigma_zyx), "source": self.source,
+                "factors": None if self.factors is None else list(self.factors),
+                "spots_measured": self.spots_measured}
+
+
+def factors_for(sigma_zyx: Sequence[float], nominal: Sequence[float],
+                valid: Sequence[Sequence[float]]) -> tuple[float, float, float] | None:
+    """Resampling factors that bring spots of ``sigma_zyx`` to the ``nominal`` size, or None when every axis lies
+    inside the model's ``valid`` range (``[[lo, hi]] * 3``): the network then sees them as they are."""
+    inside = all(lo <= s <= hi for s, (lo, hi) in zip(sigma_zyx, valid))
+    if inside:
+        return None
+    return tuple(float(n) / float(s) for n, s in zip(nominal, sigma_zyx))  # type: ignore[return-value]
+
+
+def resampled_shape(shape: Sequence[int], factors: Sequence[float]) -> tuple[int, int, int]:
+    """Output size: output voxel ``j`` sits at input coordinate ``j / f``, up to the last input voxel."""
+    return tuple(int(np.floor((n - 1) * f + 1e-9)) + 1 for n, f in zip(shape, factors))  # type: ignore[return-value]
+
+
+def resample(volume: np.ndarray, factors: Sequence[float]) -> np.ndarray:
+    """Linear interpolation of ``volume`` onto the grid ``j / f`` (float32, or float64 for wide inputs).
+
+    Down-sampling (f < 1) first averages over ``round(1 / f)`` voxels along that axis, so the noise is not
+    aliased."""
+    from .normalise import work_dtype
+
+    out = np.asarray(volume, work_dtype(np.asarray(volume).dtype))
+    for axis, f in enumerate(factors):
+        n = out.shape[axis]
+        if f == 1.0:
+            continue
+        width = int(round(1.0 / f)) if f < 1.0 else 1
+        if width > 1:  # box average centred on each voxel (edges: the voxels that exist)
+            c = np.cumsum(np.insert(out, 0, 0.0, axis=axis), axis=axis)
+            lo = np.clip(np.arange(n) - width // 2, 0, n)
+            hi = np.clip(np.arange(n) - width // 2 + width, 0, n)
+            view = [1] * out.ndim
+            view[axis] = -1
+            out = (np.take(c, hi, axis=axis) - np.take(c, lo, axis=axis)) / (hi - lo).reshape(view)
+        m = resampled_shape([n], [f])[0]
+        u = np.arange(m) / f
+        i0 = np.minimum(np.floor(u).astype(np.int64), max(n - 2, 0))
+        w = (u - i0).astype(out.dtype)
+        if n == 1:
+            continue
+        view = [1] * out.ndim
+        view[axis] = -1
+        lo_v, hi_v = np.take(out, i0, axis=axis), np.take(out, i0 + 1, axis=axis)
+        out = lo_v + (hi_v - lo_v) * w.reshape(view)
+    return out.astype(np.float32) if out.dtype != np.float64 else out
+
+
+def to_input(coords: np.ndarray, factors: Sequence[float]) -> np.ndarray:
+    """Positions found in the resampled stack, in the input stack's voxels."""
+    return np.asarray(coords, np.float64) / np.asarray(factors, np.float64)
+
+
+def parse_spot_size(text: str, voxel_size_um: Sequence[float] | None) -> tuple[float, float, float]:
+    """``--spot-size``: ``Z,XY`` Gaussian σ in voxels; ``Z,XYum`` in µm (needs the voxel size); a ``fwhm=``
+    prefix gives full widths at half maximum instead of σ. Returns σ in voxels (z, y, x)."""
+    raw = text.strip().lower()
+    fwhm = raw.startswith("fwhm=")
+    if fwhm:
+        raw = raw[5:]
+    microns = raw.endswith("um") or raw.endswith("µm")
+    if microns:
+        raw = raw[:-2]
+    try:
+        values = [float(v.removesuffix("um")) for v in raw.split(",")]
+    except ValueError:
+        raise ValueError(f"--spot-size needs Z,XY (e.g. 1.7,1.9 voxels or 0.5,0.2um), got {text!r}") from None
+    if len(values) != 2 or not all(np.isfinite(values)) or min(values) <= 0:
+        raise ValueError(f"--spot-size needs two positive sizes Z,XY, got {text!r}")
+    z, xy = (v / FWHM_PER_SIGMA for v in values) if fwhm else values
+    if microns:
+        if voxel_size_um is None:
+            raise ValueError(f"--spot-size {text} is in µm but the stack's voxel size is unknown: give --voxel-size "
+                             "or the size in voxels")
+        z, xy = z / float(voxel_size_um[0]), xy / float(voxel_size_um[2])
+    return float(z), float(xy), float(xy)
+
+
+def crop_region(shape: Sequence[int]) -> tuple[slice, slice, slice]:
+    """The centre of a stack, at most :data:`MAX_CROP`, that :func:`estimate` looks at."""
+    return tuple(slice(max(0, (n - c) // 2), max(0, (n - c) // 2) + min(n, c))  # type: ignore[return-value]
+                 for n, c in zip(shape, MAX_CROP))
+
+
+def _along(x: np.ndarray, axis: int, op) -> np.ndarray:
+    """``op`` of each voxel and its two neighbours along ``axis`` (edges: the voxel itself stands in)."""
+    lo = [slice(None)] * 3
+    hi = [slice(None)] * 3
+    out = x.copy()
+    lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+    out[tuple(hi)] = op(out[tuple(hi)], x[tuple(lo)])
+    out[tuple(lo)] = op(out[tuple(lo)], x[tuple(hi)])
+    return out
+
+
+def _box3(x: np.ndarray) -> np.ndarray:
+    """3x3x3 sum (edges: as if the face voxels were repeated once more)."""
+    for axis in range(3):
+        x = _along(x, axis, np.add)
+    return x / 27.0
+
+
+def _local_max(x: np.ndarray) -> np.ndarray:
+    """Voxels equal to the maximum of their 3x3x3 neighbourhood."""
+    m = x
+    for axis in range(3):
+        m = _along(m, axis, np.maximum)
+    return x >= m
+
+
+def estimate(normalised: np.ndarray) -> tuple[tuple[float, float, float] | None, int]:
+    """Spot σ (voxels, z/y/x, y = x) of a normalised stack (background 0, noise 1), and the spots measured.
+
+    Candidates are the brightest local maxima of a 3x3x3 mean that stand > 1 (five noise sd of that mean) above
+    the background, at least 4 voxels from any brighter one; each one's σ per axis is the second moment of the
+    background-subtracted intensity (clipped at 0) within 2.5 σ of the peak, iterated from σ = (1.5, 2, 2).
+    The candidates' windows are averaged (noise falls with their number; the integer alignment adds 1/12 voxel²,
+    taken off), the background is the median of the averaged window's faces, and σ per axis is the second moment
+    of its marginal profile within 2.5 σ (iterated from (1.5, 2, 2), corrected for the truncation). None when
+    fewer than 8 candidates lie inside the stack with their whole window."""
+    x = np.asarray(normalised, np.float32)
+    x = x[crop_region(x.shape)]
+    if min(x.shape) < 1:
+        return None, 0
+    s = _box3(x)
+    idx = np.argwhere(_local_max(s) & (s > 1.0))
+    if len(idx) == 0:
+        return None, 0
+    order = np.argsort(-s[tuple(idx.T)])
+    chosen: list[np.ndarray] = []
+    for i in order:
+        v = idx[i]
+        if all(np.abs(v - c).max() >= 4 for c in chosen):
+            chosen.append(v)
+        if len(chosen) >= CANDIDATES:
+            break
+    r_max = np.maximum(np.minimum(WINDOW, (np.array(x.shape) - 1) // 2 - 1), 1)  # thin stacks: smaller window
+    inner = [c for c in chosen if np.all(c - r_max >= 0) and np.all(c + r_max < x.shape)]
+    if len(inner) < MIN_SPOTS:
+        return None, len(inner)
+    mean = np.mean([x[c[0] - r_max[0]:c[0] + r_max[0] + 1, c[1] - r_max[1]:c[1] + r_max[1] + 1,
+                      c[2] - r_max[2]:c[2] + r_max[2] + 1] for c in inner], axis=0)
+    shell = mean.copy()
+    shell[1:-1, 1:-1, 1:-1] = np.nan
+    mean = mean - float(np.nanmedian(shell))
+    sig = np.array([1.5, 2.0, 2.0])
+    for _ in range(8):
+        r = np.clip(np.ceil(TRUNCATE * sig).astype(int), 1, r_max)
+        w = mean[tuple(slice(m - k, m + k + 1) for m, k in zip(r_max, r))]
+        total = float(w.sum())
+        if total <= 0:
+            return None, len(inner)
+        var = []
+        for axis in range(3):
+            g = np.arange(-r[axis], r[axis] + 1, dtype=np.float64)
+            prof = w.sum(axis=tuple(a for a in range(3) if a != axis))
+            var.append(float((prof * g * g).sum()) / total)
+        var = np.array(var) - 1.0 / 12.0  # integer alignment of the candidates
+        new = np.sqrt(np.maximum(var, 0.01)) / TRUNCATION_BIAS
+        new[1:] = 0.5 * (new[1] + new[2])
+        if np.allclose(new, sig, rtol=0.01):
+            sig = new
+            break
+        sig = new
+    return (float(sig[0]), float(sig[1]), float(sig[2])), len(inner)
