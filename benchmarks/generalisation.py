@@ -443,7 +443,7 @@ def figure(rows: Sequence[dict], keys: Sequence[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(rows) + 3.5), 4.2))
     width = 0.8 / max(len(keys), 1)
     x = np.arange(len(rows))
     for j, k in enumerate(keys):
@@ -452,7 +452,7 @@ def figure(rows: Sequence[dict], keys: Sequence[str], path: Path) -> None:
     ax.set_ylabel("F1 (test, pooled)")
     ax.set_ylim(0, 1.05)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(len(keys), 4), loc="lower left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("dmdet (default, untuned) vs peers on independently generated data")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
