@@ -24,7 +24,7 @@ from .peaks import find_candidates, suppress
 from .peaks import warmup as warmup_peaks
 from .spots import Spots
 
-AUTO_MARGIN = 1.3  #: an estimated spot size resamples the stack only beyond the model's range by this factor
+AUTO_MARGIN = 2.0  #: an estimated spot size resamples the stack only beyond the model's range by this factor
 REFINEMENTS = ("lsq", "gaussian", "parabolic", "centroid", "none")
 Triple = tuple[float, float, float]
 
@@ -157,6 +157,8 @@ class Detector:
         sigma, measured = scale.estimate(stats.apply(np.asarray(volume[crop]), crop))
         if sigma is None:
             return scale.Scale(None, "estimate: too few spots", None, measured)
+        if self.info.spot_sigma_range_zyx is None:  # the model does not say what it was trained on: report only
+            return scale.Scale(sigma, "estimated", None, measured)
         wide = [(a / AUTO_MARGIN, b * AUTO_MARGIN) for a, b in valid]
         return scale.Scale(sigma, "estimated", scale.factors_for(sigma, nominal, wide), measured)
 

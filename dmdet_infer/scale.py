@@ -6,13 +6,12 @@ range is resampled (linear interpolation, grid anchored at voxel 0) so that its 
 the positions found are mapped back to the stack's voxels.
 
 The spot size comes from the user (``--spot-size``: σ or FWHM, in voxels or in µm with the voxel size) or, by
-default, from the stack itself (:func:`estimate`): the second moments of the average of the windows around the
-brightest isolated local maxima, within a radius that follows the estimate.
+default, from the stack itself (:func:`estimate`): Gaussian widths fitted to the average of the windows around the
+brightest isolated local maxima.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,12 +19,11 @@ import numpy as np
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 MAX_CROP = (16, 192, 192)  # the estimate looks at most at this much of the stack (its centre)
-CANDIDATES = 60
+CANDIDATES = 200
 MIN_SPOTS = 8
-WINDOW = (6, 15, 15)  # half-size of the averaged window (z, y, x)
-TRUNCATE = 2.5  # moments within 2.5 sigma of the peak; a Gaussian's sd so truncated is this fraction of sigma:
-TRUNCATION_BIAS = float(np.sqrt(1.0 - 2 * TRUNCATE * np.exp(-TRUNCATE**2 / 2) / np.sqrt(2 * np.pi)
-                                / math.erf(TRUNCATE / np.sqrt(2))))
+WINDOW = (4, 10, 10)  # half-size of the averaged window (z, y, x)
+ISOLATION = (3, 6, 6)  # a candidate is kept when no brighter one lies this close on every axis
+SIGMA_GRID = tuple(float(v) for v in np.geomspace(0.4, 8.0, 61))
 
 
 @dataclass(frozen=True)
@@ -81,13 +79,8 @@ def resample(volume: np.ndarray, factors: Sequence[float]) -> np.ndarray:
         if f == 1.0:
             continue
         width = int(round(1.0 / f)) if f < 1.0 else 1
-        if width > 1:  # box average centred on each voxel (edges: the voxels that exist)
-            c = np.cumsum(np.insert(out, 0, 0.0, axis=axis), axis=axis)
-            lo = np.clip(np.arange(n) - width // 2, 0, n)
-            hi = np.clip(np.arange(n) - width // 2 + width, 0, n)
-            view = [1] * out.ndim
-            view[axis] = -1
-            out = (np.take(c, hi, axis=axis) - np.take(c, lo, axis=axis)) / (hi - lo).reshape(view)
+        if width > 1:  # centred box average over `width` voxels (even: half weight at both ends), edges repeated
+            out = _box(out, axis, width)
         m = resampled_shape([n], [f])[0]
         u = np.arange(m) / f
         i0 = np.minimum(np.floor(u).astype(np.int64), max(n - 2, 0))
@@ -99,6 +92,26 @@ def resample(volume: np.ndarray, factors: Sequence[float]) -> np.ndarray:
         lo_v, hi_v = np.take(out, i0, axis=axis), np.take(out, i0 + 1, axis=axis)
         out = lo_v + (hi_v - lo_v) * w.reshape(view)
     return out.astype(np.float32) if out.dtype != np.float64 else out
+
+
+def _box(x: np.ndarray, axis: int, width: int) -> np.ndarray:
+    """Centred moving average of ``width`` voxels along ``axis``; an even width spans width + 1 voxels with half
+    weight on the two end ones, so that it stays centred. Faces are extended by repeating the edge voxel."""
+    h = width // 2
+    n = x.shape[axis]
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (h + 1, h + 1)
+    c = np.cumsum(np.pad(x, pad, mode="edge"), axis=axis, dtype=np.float64)
+    i = np.arange(n) + h + 1  # index of voxel i in the padded array
+
+    def take(k):
+        return np.take(c, k, axis=axis)
+
+    total = take(i + h) - take(i - h - 1)  # voxels i-h .. i+h
+    if width % 2 == 0:
+        p = np.pad(x, pad, mode="edge")
+        total = total - 0.5 * (np.take(p, i - h, axis=axis) + np.take(p, i + h, axis=axis))
+    return (total / width).astype(x.dtype)
 
 
 def to_input(coords: np.ndarray, factors: Sequence[float]) -> np.ndarray:
@@ -167,12 +180,10 @@ def estimate(normalised: np.ndarray) -> tuple[tuple[float, float, float] | None,
     """Spot σ (voxels, z/y/x, y = x) of a normalised stack (background 0, noise 1), and the spots measured.
 
     Candidates are the brightest local maxima of a 3x3x3 mean that stand > 1 (five noise sd of that mean) above
-    the background, at least 4 voxels from any brighter one; each one's σ per axis is the second moment of the
-    background-subtracted intensity (clipped at 0) within 2.5 σ of the peak, iterated from σ = (1.5, 2, 2).
-    The candidates' windows are averaged (noise falls with their number; the integer alignment adds 1/12 voxel²,
-    taken off), the background is the median of the averaged window's faces, and σ per axis is the second moment
-    of its marginal profile within 2.5 σ (iterated from (1.5, 2, 2), corrected for the truncation). None when
-    fewer than 8 candidates lie inside the stack with their whole window."""
+    the background, none with a brighter one within :data:`ISOLATION`.
+    The candidates' windows are averaged (noise falls with their number) and σ per axis is a Gaussian plus a
+    constant fitted to the average's marginal profile along that axis (:func:`_fit_width`). None when fewer than 8
+    candidates lie inside the stack with their whole window."""
     x = np.asarray(normalised, np.float32)
     x = x[crop_region(x.shape)]
     if min(x.shape) < 1:
@@ -185,7 +196,7 @@ def estimate(normalised: np.ndarray) -> tuple[tuple[float, float, float] | None,
     chosen: list[np.ndarray] = []
     for i in order:
         v = idx[i]
-        if all(np.abs(v - c).max() >= 4 for c in chosen):
+        if all(np.any(np.abs(v - c) > ISOLATION) for c in chosen):
             chosen.append(v)
         if len(chosen) >= CANDIDATES:
             break
@@ -195,26 +206,25 @@ def estimate(normalised: np.ndarray) -> tuple[tuple[float, float, float] | None,
         return None, len(inner)
     mean = np.mean([x[c[0] - r_max[0]:c[0] + r_max[0] + 1, c[1] - r_max[1]:c[1] + r_max[1] + 1,
                       c[2] - r_max[2]:c[2] + r_max[2] + 1] for c in inner], axis=0)
-    shell = mean.copy()
-    shell[1:-1, 1:-1, 1:-1] = np.nan
-    mean = mean - float(np.nanmedian(shell))
-    sig = np.array([1.5, 2.0, 2.0])
-    for _ in range(8):
-        r = np.clip(np.ceil(TRUNCATE * sig).astype(int), 1, r_max)
-        w = mean[tuple(slice(m - k, m + k + 1) for m, k in zip(r_max, r))]
-        total = float(w.sum())
-        if total <= 0:
-            return None, len(inner)
-        var = []
-        for axis in range(3):
-            g = np.arange(-r[axis], r[axis] + 1, dtype=np.float64)
-            prof = w.sum(axis=tuple(a for a in range(3) if a != axis))
-            var.append(float((prof * g * g).sum()) / total)
-        var = np.array(var) - 1.0 / 12.0  # integer alignment of the candidates
-        new = np.sqrt(np.maximum(var, 0.01)) / TRUNCATION_BIAS
-        new[1:] = 0.5 * (new[1] + new[2])
-        if np.allclose(new, sig, rtol=0.01):
-            sig = new
-            break
-        sig = new
-    return (float(sig[0]), float(sig[1]), float(sig[2])), len(inner)
+    sig = [_fit_width(mean.sum(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(v is None for v in sig):
+        return None, len(inner)
+    xy = 0.5 * (sig[1] + sig[2])
+    return (float(sig[0]), float(xy), float(xy)), len(inner)
+
+
+def _fit_width(profile: np.ndarray) -> float | None:
+    """σ of ``a exp(-g² / 2σ²) + b`` fitted by least squares to a profile centred on its middle (σ on a
+    geometric grid, a and b linear), less the 1/12 voxel² of integer alignment; None when no positive fit."""
+    r = len(profile) // 2
+    g = np.arange(-r, r + 1, dtype=np.float64)
+    best, best_cost = None, np.inf
+    for sigma in SIGMA_GRID:
+        design = np.stack([np.exp(-0.5 * (g / sigma) ** 2), np.ones_like(g)], axis=1)
+        coef, *_ = np.linalg.lstsq(design, profile, rcond=None)
+        cost = float(np.sum((design @ coef - profile) ** 2))
+        if coef[0] > 0 and cost < best_cost:
+            best, best_cost = sigma, cost
+    if best is None:
+        return None
+    return float(np.sqrt(max(best**2 - 1.0 / 12.0, 0.04)))

@@ -125,6 +125,9 @@ def calibrate(
         out["per_voxel_cut"] = np.max(per_cut, axis=0).tolist()
     if noise is not None:
         out["stand_out_sd"] = STAND_OUT_SD
+        out["per_voxel_models"] = [list(r) for r in per_voxel]
+        if "per_voxel_cut" in out:
+            out["per_voxel_cut_models"] = [np.asarray(c).tolist() for c in per_cut]
     return out
 
 
@@ -169,6 +172,44 @@ def _estimate(above: np.ndarray, rate: np.ndarray, n_voxels: int, guard: float) 
     return np.clip(above - fp - guard * np.sqrt(fp), 0.0, None)
 
 
+#: Score band in which a stack's own level of false peaks is measured (:func:`noise_rates`): real spots rarely
+#: score this low, noise and structure (texture, cells, blobs) do.
+EXCESS_BAND = (0.05, 0.25)
+#: A stack with this many times more peaks in :data:`EXCESS_BAND` than the noisiest calibrated noise model is
+#: "structured": its automatic threshold may not go below the model's validated one.
+STRUCTURED = 2.0
+
+
+def noise_rates(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any]) -> tuple[np.ndarray, float]:
+    """The false-peak rates per voxel to expect in this stack, and how structured it is.
+
+    Calibrations up to 2026-11-26 (one noise model): the calibrated rates, and 1. A noise-family calibration
+    holds each model's rates; each model's rates are scaled so that its peaks in :data:`EXCESS_BAND` match the
+    stack's own (with a 2-sd upper bound on that count), and the stack gets the highest scaled rate at every cut:
+    the shapes come from the calibration, the level from the stack. The second value is the stack's excess over
+    the noisiest model (the smallest scale, at least 1)."""
+    cut = "per_voxel_cut" in calibration
+    base = np.asarray(calibration["per_voxel"], np.float64)
+    full = np.c_[base, np.asarray(calibration["per_voxel_cut"], np.float64)] if cut else base[:, None]
+    if "per_voxel_models" not in calibration:
+        return full, 1.0
+    grid = np.asarray(calibration["thresholds"], np.float64)
+    s = np.asarray(scores, np.float64)
+    observed = float(np.count_nonzero((s > EXCESS_BAND[0]) & (s <= EXCESS_BAND[1])))
+    upper = observed + 2.0 * np.sqrt(observed) + 1.0
+    models = np.asarray(calibration["per_voxel_models"], np.float64)
+    cuts = np.asarray(calibration["per_voxel_cut_models"], np.float64) if cut else None
+    rates, scales = [], []
+    for m, r in enumerate(models):
+        lo, hi = np.interp(EXCESS_BAND, grid, r)
+        expected = max((lo - hi) * float(n_voxels), 1e-9)
+        scale = upper / expected
+        scales.append(observed / expected)
+        rates.append(scale * (np.c_[r, cuts[m]] if cut else r[:, None]))
+    return np.max(rates, axis=0), max(1.0, float(min(scales)))
+
+
+NOTHING = float("inf")
 NOTHING = float("inf")  #: the threshold of a volume in which nothing stands out of the noise
 
 
@@ -184,13 +225,16 @@ def stands_out(above: np.ndarray, rate: np.ndarray, n_voxels: int, calibration: 
 def choose(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallback: float) -> float:
     """The threshold for one volume (see the module docstring); ``scores`` are its candidates' scores."""
     grid = np.asarray(calibration["thresholds"], np.float64)
-    rate = np.asarray(calibration["per_voxel"], np.float64)
+    rates, excess = noise_rates(scores, n_voxels, calibration)
+    rate = rates[:, 0]
     above = _above(scores, grid)
     tp = _estimate(above, rate, n_voxels, float(calibration.get("guard_sd", GUARD_SD)))
     particles = float(tp.max()) if tp.size else 0.0
     if not stands_out(above, rate, n_voxels, calibration):
         return NOTHING if "stand_out_sd" in calibration else float(fallback)
     f1 = 2.0 * tp / np.maximum(above + particles, 1.0)
+    if excess >= STRUCTURED:  # structured background: not below the validated threshold
+        f1 = np.where(grid >= fallback, f1, -1.0)
     best = np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]
     return float(grid[best])
 
@@ -203,8 +247,8 @@ def choose_cut(
     highest ``t``, then the lowest ``a``. Falls back to ``(fallback, -inf)`` where :func:`choose` does."""
     grid = np.asarray(calibration["thresholds"], np.float64)
     levels = np.r_[-np.inf, np.asarray(calibration["photons"], np.float64)]
-    rate = np.c_[np.asarray(calibration["per_voxel"], np.float64), np.asarray(calibration["per_voxel_cut"])]
     s = np.asarray(scores, np.float64).reshape(-1)
+    rate, excess = noise_rates(s, n_voxels, calibration)
     m = np.asarray(photons, np.float64).reshape(-1)
     m = np.where(np.isnan(m), np.inf, m)
     above = np.stack([_above(s[m > a], grid) for a in levels], axis=1)
@@ -214,6 +258,8 @@ def choose_cut(
         return (NOTHING if "stand_out_sd" in calibration else float(fallback)), -np.inf
     particles = float(tp.max())
     f1 = 2.0 * tp / np.maximum(above + particles, 1.0)
+    if excess >= STRUCTURED:  # structured background: not below the validated threshold
+        f1 = np.where((grid >= fallback)[:, None], f1, -1.0)
     best = np.argwhere(f1 >= f1.max() - 1e-12)
     i, j = best[np.lexsort((best[:, 1], -best[:, 0]))[0]]
     return float(grid[i]), float(levels[j])

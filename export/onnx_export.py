@@ -52,6 +52,7 @@ def model_info(
     total = ckpt.get("total_steps", ckpt.get("step", 0))
     description = f"{cfg.data.describe()}; checkpoint of step {ckpt.get('step', 0)} (of {total} trained)"
     scores = dict(ckpt.get("val_scores", {}))
+    nominal, valid = spot_scale(cfg)
     return ModelInfo(
         kind=cfg.target,
         normalisation=dict(cfg.data.normalisation),
@@ -64,7 +65,24 @@ def model_info(
         validation_scores=_json_safe(scores),
         config=_json_safe(cfg.to_dict()),
         name=name or cfg.name,
+        spot_sigma_zyx=nominal,
+        spot_sigma_range_zyx=valid,
     )
+
+
+def spot_scale(cfg: TrainConfig) -> tuple[Any, Any]:
+    """(nominal spot σ, (low, high) per axis) of a simulated training set; (None, None) for annotated data.
+
+    The range is the union of the generators' σ ranges; the nominal size is its geometric middle."""
+    if cfg.data.source != "simulated":
+        return None, None
+    from training import scenes, simulate
+
+    sources = {"ptc": [simulate], "microscopy": [scenes], "mix": [simulate, scenes]}[cfg.data.generator]
+    z = (min(m.SIGMA_Z_RANGE[0] for m in sources), max(m.SIGMA_Z_RANGE[1] for m in sources))
+    xy = (min(m.SIGMA_XY_RANGE[0] for m in sources), max(m.SIGMA_XY_RANGE[1] for m in sources))
+    mid = (float(np.sqrt(z[0] * z[1])), float(np.sqrt(xy[0] * xy[1])))
+    return (mid[0], mid[1], mid[1]), (z, xy, xy)
 
 
 def _export_graph(model: torch.nn.Module, path: Path, opset: int, dynamo: bool, example: torch.Tensor) -> None:

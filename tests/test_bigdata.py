@@ -134,7 +134,9 @@ def test_detection_never_holds_the_whole_density_map(pooled_model_path, tmp_path
     mm.flush()
     del mm
     volume = np.load(path, mmap_mode="r")
-    det = Detector(pooled_model_path, device="cpu", tile=(8, 32, 32))
+    # spot_size=None: the spot-size estimate reads a fixed-size crop (scale.MAX_CROP, a few MB whatever the volume),
+    # which this deliberately small volume would not dwarf
+    det = Detector(pooled_model_path, device="cpu", tile=(8, 32, 32), spot_size=None)
     det.detect(volume[:, :32, :32])  # warm caches outside the measurement
     tracemalloc.start()
     spots = det.detect(volume)

@@ -34,3 +34,27 @@ def test_cli_on_the_example_stack(tmp_path):
     s = score(found, truth)
     assert s["f1"] >= 0.95, s
     assert s["rmse"] < 0.5, s  # sub-voxel: below the 0.5-voxel floor of integer maxima
+
+
+def test_shipped_model_normalises_locally_and_says_its_spot_size():
+    info = Model(device="cpu").info
+    assert info.normalisation["method"] == "local_median_mad"
+    assert info.spot_sigma_zyx is not None and info.spot_sigma_range_zyx is not None
+    noise = info.noise_peaks
+    assert noise is not None and "stand_out_sd" in noise and len(noise["noise"]) >= 10  # the noise family
+
+
+def test_cli_line_reports_the_threshold_and_when_nothing_stands_out(tmp_path):
+    import tifffile
+
+    noise = tmp_path / "noise.tif"
+    rng = np.random.default_rng(7)
+    mean = 10.0 * (1 + 0.3 * np.linspace(-1, 1, 128))[None, None, :]  # Poisson under a +-30 % gradient
+    tifffile.imwrite(noise, rng.poisson(np.broadcast_to(mean, (10, 128, 128))).astype(np.uint16))
+    out = tmp_path / "noise.csv"
+    result = CliRunner().invoke(main, [str(noise), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "0 spots" in result.stdout and "nothing stands out of the noise" in result.stdout
+    assert out.read_text().splitlines() == ["z,y,x,score,intensity"]
+    result = CliRunner().invoke(main, [str(EXAMPLES / "virus_snr4.tif"), "-o", str(tmp_path / "s.csv")])
+    assert "(auto)" in result.stdout and "threshold 0." in result.stdout and "spot sigma" in result.stdout

@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from dmdet_infer import threshold as autothreshold  # noqa: E402
 from dmdet_infer.metadata import from_props  # noqa: E402
 from export.onnx_export import export_checkpoint  # noqa: E402
 from training.config import DataSpec, TrainConfig  # noqa: E402
@@ -47,12 +48,15 @@ def test_export_round_trip(checkpoint, tmp_path):
     info = from_props(session.get_modelmeta().custom_metadata_map)
     assert info.kind == "density" and info.threshold == pytest.approx(0.37)
     assert info.stride_zyx == (1, 4, 4) and info.halo_zyx == (15, 36, 36)
-    assert info.sigma_zyx == (1.0, 1.5, 1.5) and info.normalisation == {"method": "median_mad"}
+    assert info.sigma_zyx == (1.0, 1.5, 1.5)
+    assert info.normalisation == {"method": "local_median_mad", "block": [8, 32, 32]}  # the config's
+    assert info.spot_sigma_range_zyx == ((0.7, 1.5), (1.0, 2.0), (1.0, 2.0))  # training.simulate's ranges
     assert info.name == "tiny-export" and info.config["width"] == 4
     assert info.validation_scores["f1_mean"] == 0.9 and info.validation_scores["rmse_mean"] is None
     assert "simulated" in info.training_data
     rates = info.noise_peaks["per_voxel"]  # the noise calibration behind --threshold auto
-    assert report["noise_calibration"] and info.noise_peaks["shape"] == [10, 512, 512]
+    assert report["noise_calibration"] and info.noise_peaks["shape"] == list(autothreshold.FAMILY_SHAPE)
+    assert info.noise_peaks["noise"] == list(autothreshold.NOISE_MODELS)  # locally normalised: the noise family
     assert len(rates) == len(info.noise_peaks["thresholds"]) and all(b <= a for a, b in zip(rates, rates[1:]))
 
     # dynamic batch and Z/Y/X: another shape than the parity check's, against torch

@@ -183,3 +183,30 @@ def test_noise_models_have_no_structure_but_the_gradient(name):
     halves = v[..., :16].mean(), v[..., 16:].mean()
     if "gradient" not in name:
         assert abs(halves[0] - halves[1]) < 0.1 * max(abs(np.mean(halves)), 1.0) + 0.5
+
+
+def _family(*shapes):
+    """A noise-family calibration from per-model rate curves."""
+    models = [[float(f(t)) for t in auto.GRID] for f in shapes]
+    return {"thresholds": list(auto.GRID), "per_voxel": np.max(models, axis=0).tolist(), "per_voxel_models": models,
+            "stand_out_sd": auto.STAND_OUT_SD}
+
+
+def test_noise_rates_take_the_level_from_the_stack_and_the_shape_from_the_models():
+    cal = _family(lambda t: 1e-4 * max(0.0, 0.8 - t) / 0.8, lambda t: 4e-4 * max(0.0, 0.9 - t) / 0.9)
+    quiet = noise_scores()  # as many low-scoring peaks as the first model makes
+    rates, excess = auto.noise_rates(quiet, N_VOXELS, cal)
+    assert excess == pytest.approx(1.0)
+    i = auto.GRID.index(0.85)
+    assert rates[i, 0] > 0  # the second model's longer tail, scaled down to this stack's level, still counts
+    structured = np.concatenate([noise_scores(10 * N_VOXELS)])  # ten times the peaks of the noisiest model's ...
+    _, excess = auto.noise_rates(structured, N_VOXELS, cal)
+    assert excess >= auto.STRUCTURED
+
+
+def test_a_structured_stack_does_not_get_a_threshold_below_the_validated_one():
+    cal = _family(lambda t: 1e-4 * max(0.0, 0.8 - t) / 0.8)
+    texture = np.linspace(0.05, 0.6, 3000)  # thousands of low-scoring peaks that no noise model makes
+    spots = np.full(100, 0.9)
+    t = auto.choose(np.concatenate([texture, spots]), N_VOXELS, cal, fallback=0.7)
+    assert t >= 0.7

@@ -61,6 +61,10 @@ class SceneParams:
     bit_scale: float = 1.0  # 8-bit: the 99.9th percentile maps to bit_scale * 255
 
 
+SIGMA_Z_RANGE = (0.6, 2.2)
+SIGMA_XY_RANGE = (0.9, 2.6)
+
+
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
@@ -76,8 +80,8 @@ def sample_scene(rng: np.random.Generator, shape: tuple[int, int, int] = (10, 12
         n_particles=n,
         snr=float(snr if snr is not None else _log_uniform(rng, 0.8, 12.0)),
         background=_log_uniform(rng, 2.0, 200.0),
-        sigma_xy=float(rng.uniform(0.9, 2.6)),
-        sigma_z=float(rng.uniform(0.6, 2.2)),
+        sigma_xy=float(rng.uniform(*SIGMA_XY_RANGE)),
+        sigma_z=float(rng.uniform(*SIGMA_Z_RANGE)),
         integrate_psf=bool(rng.uniform() < 0.5),
         brightness_sd=float(rng.uniform(0.0, 0.5)),
         gradient_yx=float(rng.uniform(0.0, 0.4)) if rng.uniform() < 0.7 else 0.0,

@@ -41,6 +41,8 @@ from scipy.special import erf
 PTC_SHAPE: tuple[int, int, int] = (10, 512, 512)
 PTC_SNRS: tuple[int, ...] = (1, 2, 4, 7)
 PTC_DENSITIES: dict[str, int] = {"low": 100, "mid": 500, "high": 1000}
+SIGMA_Z_RANGE = (0.7, 1.5)  # the training ranges of sample_params
+SIGMA_XY_RANGE = (1.0, 2.0)
 
 
 @dataclass
@@ -204,8 +206,8 @@ def sample_params(
         n_particles=int(round(count * scale)),
         snr=float(snr),
         background=_log_uniform(rng, 5.0, 50.0),
-        sigma_xy=float(rng.uniform(1.0, 2.0)),
-        sigma_z=float(rng.uniform(0.7, 1.5)),
+        sigma_xy=float(rng.uniform(*SIGMA_XY_RANGE)),
+        sigma_z=float(rng.uniform(*SIGMA_Z_RANGE)),
         integrate_psf=bool(rng.uniform() < 0.5),
         brightness_sd=0.2,
     )
