@@ -24,6 +24,11 @@ from .peaks import find_candidates, suppress
 from .peaks import warmup as warmup_peaks
 from .spots import Spots
 
+#: A stack whose normalised background is correlated at least this much at 2 voxels
+#: (:func:`dmdet_infer.normalise.correlation`) is structured (texture, cells, clipping), not the white noise the
+#: noise calibration describes: its automatic threshold does not go below the model's validated one.
+STRUCTURED_CORRELATION = 0.1
+DECOY_CROP = (32, 192, 192)  #: the part of a stack whose negation :meth:`Detector.decoy` searches
 AUTO_MARGIN = 2.0  #: an estimated spot size resamples the stack only beyond the model's range by this factor
 REFINEMENTS = ("lsq", "gaussian", "parabolic", "centroid", "none")
 Triple = tuple[float, float, float]
@@ -60,6 +65,17 @@ def check_volume(volume: np.ndarray, path: object | None = None) -> None:
         raise InputError(where(path, f"unsupported data type {volume.dtype}; use integer or float images"))
     if volume.dtype.kind == "f":
         check_finite(volume, path)
+
+
+class _Negated:
+    """Normalisation statistics whose output is negated (the decoy stack of :meth:`Detector.decoy`)."""
+
+    def __init__(self, stats: normalise.Stats) -> None:
+        self.stats = stats
+        self.constant = stats.constant
+
+    def apply(self, block: np.ndarray, region=None) -> np.ndarray:
+        return -self.stats.apply(block, region)
 
 
 class Detector:
@@ -253,10 +269,13 @@ class Detector:
         return TileCandidates(found.coords + origin, v + origin, found.scores, intensity, features)
 
     def merge(self, parts: Iterable[TileCandidates], voxel_size_um: Iterable[float] | None = None,
-              n_voxels: int | None = None) -> Spots:
+              n_voxels: int | None = None, decoy=None, structured: bool = False) -> Spots:
         """One spot table from the candidates of all tiles of one volume of ``n_voxels`` voxels: global greedy
         min-distance suppression, best first (the same spots as ``find_peaks`` on the whole density map), then,
-        with the automatic threshold, the volume's own threshold (:func:`dmdet_infer.threshold.choose`)."""
+        with the automatic threshold, the volume's own threshold (:func:`dmdet_infer.threshold.choose_cut`;
+        ``decoy``: a function giving the negated stack's peaks, :meth:`decoy`, called only when needed;
+        ``structured``: the stack's background is structured, so the cut stays at or above the model's threshold
+        for structured stacks, ``dmdet.noise_peaks.structured_threshold``)."""
         size = None if voxel_size_um is None else as_triple(voxel_size_um, "voxel size")
         parts = list(parts)
         meta = self.meta()
@@ -270,14 +289,23 @@ class Detector:
                 raise ValueError("merge needs n_voxels with the automatic threshold")
             cal = self.info.noise_peaks
             a = -np.inf
+            floor = max(self.threshold, float(cal.get("structured_threshold", 0.0))) if structured else self.threshold
+            used: list[bool] = []
+            if decoy is not None:
+                searched = decoy
+
+                def decoy():
+                    used.append(True)
+                    return searched()
             if self.cut:
                 mass = features[keep, pairs.PHOTONS]
-                t, a = autothreshold.choose_cut(scores[keep], mass, n_voxels, cal, self.threshold)
+                t, a = autothreshold.choose_cut(scores[keep], mass, n_voxels, cal, floor, decoy)
                 keep = keep[(scores[keep] > t) & ~(mass <= a)]  # NaN (not measured) passes the mass cut
             else:
-                t = autothreshold.choose(scores[keep], n_voxels, cal, self.threshold)
+                t = autothreshold.choose(scores[keep], n_voxels, cal, floor, decoy)
                 keep = keep[scores[keep] > t]
-            meta.update(threshold=t if np.isfinite(t) else None, mass_cut=a if np.isfinite(a) else None)
+            meta.update(threshold=t if np.isfinite(t) else None, mass_cut=a if np.isfinite(a) else None,
+                        negated_stack_checked=bool(used))
             if not np.isfinite(t):
                 meta["threshold_mode"] = "auto: nothing stands out"
         c = coords.reshape(-1, 3)[keep]
@@ -361,7 +389,25 @@ class Detector:
                     progress.update(int(done + step) - int(done))
                     done += step
 
-        return self.merge(parts(), size, int(np.prod(volume.shape)))
+        crop = scale.crop_region(volume.shape)
+        r = normalise.correlation(stats.apply(np.asarray(volume[crop]), crop)) if self.auto else 0.0
+        structured = r >= STRUCTURED_CORRELATION
+        decoy = None if structured else (lambda: self.decoy(volume, stats))
+        spots = self.merge(parts(), size, int(np.prod(volume.shape)), decoy, structured)
+        return dataclasses.replace(spots, meta={**spots.meta, "background_correlation": round(r, 4)})
+
+    def decoy(self, volume, stats: normalise.Stats) -> tuple[np.ndarray, np.ndarray, int]:
+        """Peaks of the network on the negated normalised stack (its centre, at most :data:`DECOY_CROP`): their
+        scores and photometric masses after min-distance suppression, and the voxels searched. Real spots become
+        holes, the stack's noise and structure stay: what the automatic threshold needs to go low safely."""
+        shape = tuple(volume.shape)
+        core = tuple(slice(max(0, (n - c) // 2), max(0, (n - c) // 2) + min(n, c)) for n, c in zip(shape, DECOY_CROP))
+        level = float(self.info.noise_peaks.get("measure_level", autothreshold.MEASURE_LEVEL))
+        found = self.tile_candidates(volume, core, _Negated(stats), min(self.threshold, level),
+                                     self.search_threshold)
+        keep = suppress(found.voxels, found.scores, self.min_distance)
+        n = int(np.prod([c.stop - c.start for c in core]))
+        return found.scores[keep], found.features[keep, pairs.PHOTONS], n
 
     def detect_frames(
         self, frames: Iterable[np.ndarray], voxel_size_um: Iterable[float] | None = None

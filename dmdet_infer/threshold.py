@@ -180,14 +180,16 @@ EXCESS_BAND = (0.05, 0.25)
 STRUCTURED = 2.0
 
 
-def noise_rates(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any]) -> tuple[np.ndarray, float]:
+def noise_rates(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any],
+                worst: bool = True) -> tuple[np.ndarray, float]:
     """The false-peak rates per voxel to expect in this stack, and how structured it is.
 
     Calibrations up to 2026-11-26 (one noise model): the calibrated rates, and 1. A noise-family calibration
     holds each model's rates; each model's rates are scaled so that its peaks in :data:`EXCESS_BAND` match the
-    stack's own (with a 2-sd upper bound on that count), and the stack gets the highest scaled rate at every cut:
-    the shapes come from the calibration, the level from the stack. The second value is the stack's excess over
-    the noisiest model (the smallest scale, at least 1)."""
+    stack's own (with a 2-sd upper bound on that count), and the stack gets the highest scaled rate at every cut
+    (``worst``) or the rates of the model whose level is nearest the stack's: the shapes come from the
+    calibration, the level from the stack. The second value is the stack's excess over the noisiest model (the
+    smallest scale, at least 1)."""
     cut = "per_voxel_cut" in calibration
     base = np.asarray(calibration["per_voxel"], np.float64)
     full = np.c_[base, np.asarray(calibration["per_voxel_cut"], np.float64)] if cut else base[:, None]
@@ -206,7 +208,11 @@ def noise_rates(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any]) 
         scale = upper / expected
         scales.append(observed / expected)
         rates.append(scale * (np.c_[r, cuts[m]] if cut else r[:, None]))
-    return np.max(rates, axis=0), max(1.0, float(min(scales)))
+    excess = max(1.0, float(min(scales)))
+    if worst:
+        return np.max(rates, axis=0), excess
+    nearest = int(np.argmin(np.abs(np.log(np.maximum(scales, 1e-9)))))
+    return rates[nearest], excess
 
 
 NOTHING = float("inf")
@@ -222,44 +228,83 @@ def stands_out(above: np.ndarray, rate: np.ndarray, n_voxels: int, calibration: 
     return bool(_estimate(above, rate, n_voxels, sd).max() >= 1.0)
 
 
-def choose(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallback: float) -> float:
-    """The threshold for one volume (see the module docstring); ``scores`` are its candidates' scores."""
+def choose(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallback: float,
+           decoy: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None) -> float:
+    """The threshold for one volume (see the module docstring); ``scores`` are its candidates' scores. Below
+    ``fallback`` only as :func:`choose_cut` allows (``decoy``)."""
     grid = np.asarray(calibration["thresholds"], np.float64)
-    rates, excess = noise_rates(scores, n_voxels, calibration)
-    rate = rates[:, 0]
+    worst, excess = noise_rates(scores, n_voxels, calibration)
+    rate = noise_rates(scores, n_voxels, calibration, worst=False)[0][:, 0]
     above = _above(scores, grid)
     tp = _estimate(above, rate, n_voxels, float(calibration.get("guard_sd", GUARD_SD)))
     particles = float(tp.max()) if tp.size else 0.0
-    if not stands_out(above, rate, n_voxels, calibration):
+    if not stands_out(above, worst[:, 0], n_voxels, calibration):
         return NOTHING if "stand_out_sd" in calibration else float(fallback)
     f1 = 2.0 * tp / np.maximum(above + particles, 1.0)
-    if excess >= STRUCTURED:  # structured background: not below the validated threshold
-        f1 = np.where(grid >= fallback, f1, -1.0)
     best = np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]
+    if "stand_out_sd" in calibration and grid[best] < fallback:  # as choose_cut
+        if decoy is None or excess >= STRUCTURED:
+            f1 = np.where(grid >= fallback, f1, -1.0)
+        else:
+            rate = np.maximum(rate, decoy_rates(decoy(), calibration)[:, 0])
+            tp = _estimate(above, rate, n_voxels, float(calibration.get("guard_sd", GUARD_SD)))
+            f1 = 2.0 * tp / np.maximum(above + float(tp.max()), 1.0)
+        best = np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]
     return float(grid[best])
 
 
+def decoy_rates(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str, Any]) -> np.ndarray:
+    """Per-voxel rates, over the grid of :func:`choose_cut` (score, and ``-inf`` then each mass level), of the
+    peaks that the network finds in the stack's negated input (``decoy``: their scores, photometric masses and
+    the voxels searched), with a 2-sd upper bound on each count. Negation keeps the stack's own noise and
+    structure and turns every real spot into a hole, so these peaks estimate the false peaks of this stack."""
+    scores, photons, voxels = decoy
+    grid = np.asarray(calibration["thresholds"], np.float64)
+    levels = np.r_[-np.inf, np.asarray(calibration.get("photons", []), np.float64)]
+    s = np.asarray(scores, np.float64).reshape(-1)
+    m = np.where(np.isnan(np.asarray(photons, np.float64).reshape(-1)), np.inf, np.asarray(photons, np.float64))
+    counts = np.stack([_above(s[m > a], grid) for a in levels], axis=1).astype(np.float64)
+    return (counts + 2.0 * np.sqrt(counts)) / max(int(voxels), 1)
+
+
 def choose_cut(
-    scores: np.ndarray, photons: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallback: float
+    scores: np.ndarray, photons: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallback: float,
+    decoy: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None,
 ) -> tuple[float, float]:
     """``(t, a)`` for one volume: keep candidates scoring above ``t`` whose photometric mass (NaN: not measured)
     is above ``a`` (``-inf``: no mass cut). Same estimate as :func:`choose`, over both cuts; ties go to the
-    highest ``t``, then the lowest ``a``. Falls back to ``(fallback, -inf)`` where :func:`choose` does."""
+    highest ``t``, then the lowest ``a``. Falls back to ``(fallback, -inf)`` where :func:`choose` does.
+
+    With a noise-family calibration the cut goes below ``fallback`` (the validated threshold) only when the stack's
+    own false peaks allow it: ``decoy()`` (called only then) gives the peaks of the negated stack
+    (:func:`decoy_rates`), and the search is redone with the higher of the two rates; without ``decoy``, or on a
+    structured stack, the cut stays at or above ``fallback``."""
     grid = np.asarray(calibration["thresholds"], np.float64)
     levels = np.r_[-np.inf, np.asarray(calibration["photons"], np.float64)]
     s = np.asarray(scores, np.float64).reshape(-1)
-    rate, excess = noise_rates(s, n_voxels, calibration)
+    worst, excess = noise_rates(s, n_voxels, calibration)
+    rate, _ = noise_rates(s, n_voxels, calibration, worst=False)
     m = np.asarray(photons, np.float64).reshape(-1)
     m = np.where(np.isnan(m), np.inf, m)
     above = np.stack([_above(s[m > a], grid) for a in levels], axis=1)
-    tp = _estimate(above, rate, n_voxels, float(calibration.get("guard_sd", GUARD_SD)))
-    if not stands_out(above[:, 0], rate[:, 0], n_voxels, calibration):  # by the score alone: as choose (the many
+    if not stands_out(above[:, 0], worst[:, 0], n_voxels, calibration):  # by the score alone: as choose (the many
         # cells of the 2D search would otherwise find one in pure noise now and then)
         return (NOTHING if "stand_out_sd" in calibration else float(fallback)), -np.inf
-    particles = float(tp.max())
-    f1 = 2.0 * tp / np.maximum(above + particles, 1.0)
-    if excess >= STRUCTURED:  # structured background: not below the validated threshold
-        f1 = np.where((grid >= fallback)[:, None], f1, -1.0)
-    best = np.argwhere(f1 >= f1.max() - 1e-12)
-    i, j = best[np.lexsort((best[:, 1], -best[:, 0]))[0]]
+    family = "stand_out_sd" in calibration
+    guard = float(calibration.get("guard_sd", GUARD_SD))
+
+    def best_cut(rate: np.ndarray, floor: float | None) -> tuple[int, int]:
+        tp = _estimate(above, rate, n_voxels, guard)
+        f1 = 2.0 * tp / np.maximum(above + float(tp.max()), 1.0)
+        if floor is not None:
+            f1 = np.where((grid >= floor)[:, None], f1, -1.0)
+        best = np.argwhere(f1 >= f1.max() - 1e-12)
+        return tuple(best[np.lexsort((best[:, 1], -best[:, 0]))[0]])  # type: ignore[return-value]
+
+    i, j = best_cut(rate, None)
+    if family and grid[i] < fallback:  # lower than validated: only where the stack's own false peaks allow it
+        if decoy is None or excess >= STRUCTURED:
+            i, j = best_cut(rate, fallback)
+        else:
+            i, j = best_cut(np.maximum(rate, decoy_rates(decoy(), calibration)), None)
     return float(grid[i]), float(levels[j])

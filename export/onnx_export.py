@@ -169,6 +169,8 @@ def export_checkpoint(
             else:
                 detector = Detector(str(final), device="cpu", threshold=autothreshold.GRID[0])
                 calibration = autothreshold.calibrate(lambda v: detector.detect(v).score, shape, noise=noise)
+            if family and cfg.data.source == "simulated" and info.kind == "density":
+                calibration["structured_threshold"] = structured_threshold(str(final), cfg)
             info = dataclasses.replace(info, noise_peaks=calibration)
             _set_metadata(proto, info)
             onnx.save_model(proto, str(final), save_as_external_data=False)
@@ -182,6 +184,38 @@ def export_checkpoint(
         "stride_zyx": list(info.stride_zyx), "halo_zyx": list(info.halo_zyx), "kind": info.kind,
         "name": info.name, "noise_calibration": info.noise_peaks is not None,
     }
+
+
+STRUCTURED_GRID = tuple(round(0.5 + 0.025 * i, 3) for i in range(19))  # 0.5 .. 0.95
+
+
+def structured_threshold(model_path: str, cfg: TrainConfig, max_stacks: int = 200) -> float:
+    """The fixed threshold with the best pooled F1 on the validation stacks whose background is structured
+    (:data:`dmdet_infer.detector.STRUCTURED_CORRELATION`): the floor of ``--threshold auto`` on such stacks."""
+    from dmdet_infer import normalise
+    from dmdet_infer.detector import STRUCTURED_CORRELATION
+    from dmdet_infer.scale import crop_region
+    from training.data import simulate_item, split_indices
+    from training.matching import score
+
+    det = Detector(model_path, device="cpu", threshold=STRUCTURED_GRID[0], split_pairs=False, spot_size=None)
+    counts = np.zeros((len(STRUCTURED_GRID), 3))
+    for i in list(split_indices(cfg.data.n_stacks, cfg.data.split)["val"])[:max_stacks]:
+        volume, positions, _ = simulate_item(cfg.data, i)
+        stats = det.stats(volume)
+        if stats.constant:
+            continue
+        crop = crop_region(volume.shape)
+        if normalise.correlation(stats.apply(volume[crop], crop)) < STRUCTURED_CORRELATION:
+            continue
+        spots = det.detect(volume)
+        for k, t in enumerate(STRUCTURED_GRID):
+            s = score(spots.zyx[spots.score > t], positions, cfg.gate)
+            counts[k] += (s["tp"], s["fp"], s["fn"])
+    if not counts[0].any():
+        return float(det.info.threshold)
+    f1 = 2 * counts[:, 0] / np.maximum(2 * counts[:, 0] + counts[:, 1] + counts[:, 2], 1)
+    return float(STRUCTURED_GRID[int(np.argmax(f1))])
 
 
 def _set_metadata(proto, info: ModelInfo) -> None:

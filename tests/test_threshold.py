@@ -210,3 +210,38 @@ def test_a_structured_stack_does_not_get_a_threshold_below_the_validated_one():
     spots = np.full(100, 0.9)
     t = auto.choose(np.concatenate([texture, spots]), N_VOXELS, cal, fallback=0.7)
     assert t >= 0.7
+
+
+def test_the_cut_goes_below_the_validated_threshold_only_with_the_negated_stacks_consent():
+    cal = {**_family(lambda t: 1e-4 * max(0.0, 0.8 - t) / 0.8), "photons": [10.0], "per_voxel_cut": [[0.0]] * 91,
+           "per_voxel_cut_models": [[[0.0]] * 91], "measure_level": 0.5}
+    faint = np.linspace(0.3, 0.9, 300)  # many faint spots: the noise estimate alone would go low
+    scores = np.concatenate([noise_scores(), faint])
+    mass = np.full(scores.shape, np.nan)
+    calls = []
+
+    def quiet_decoy():
+        calls.append(1)
+        return noise_scores()[:0], np.zeros(0), N_VOXELS  # the negated stack makes no peak at all
+
+    t_without, _ = auto.choose_cut(scores, mass, N_VOXELS, cal, fallback=0.7)
+    t_with, _ = auto.choose_cut(scores, mass, N_VOXELS, cal, fallback=0.7, decoy=quiet_decoy)
+    assert t_without >= 0.7 and t_with < 0.7 and calls == [1]
+
+    def noisy_decoy():  # the negated stack is as full of peaks as the stack itself: nothing may go low
+        return scores, mass, N_VOXELS
+
+    assert auto.choose_cut(scores, mass, N_VOXELS, cal, fallback=0.7, decoy=noisy_decoy)[0] >= 0.7
+
+
+def test_background_correlation_tells_white_noise_from_texture():
+    from scipy.ndimage import gaussian_filter
+
+    from dmdet_infer.normalise import correlation
+
+    rng = np.random.default_rng(0)
+    white = rng.standard_normal((10, 128, 128))
+    texture = gaussian_filter(rng.standard_normal((10, 128, 128)), (1, 3, 3))
+    texture = texture / texture.std() + 0.3 * white
+    assert abs(correlation(white)) < 0.02
+    assert correlation(texture) > 0.3
