@@ -71,7 +71,8 @@ def test_pure_noise_gives_no_estimate():
 
 
 def test_same_particles_at_three_samplings_give_the_same_physical_positions():
-    """Rendered at xy pixels of 1, 1/2 and 1/3 (spot sigma 1.5, 3 and 4.5 pixels), given as --spot-size in µm."""
+    """Rendered at xy pixels of 1, 1/2 and 1/3 (spot sigma 1.5, 3 and 4.5 pixels), given as the spot size: the
+    two finer samplings are resampled to the model's spot size and their positions mapped back."""
     rng = np.random.default_rng(3)
     extent = np.array([10.0, 60.0, 60.0])  # µm, with the coarse sampling's voxels of 1 µm
     grid = np.stack(np.meshgrid([3.0, 6.0], np.arange(8.0, 52.0, 11.0), np.arange(8.0, 52.0, 14.0),
@@ -82,7 +83,7 @@ def test_same_particles_at_three_samplings_give_the_same_physical_positions():
     for pixel in (1.0, 0.5, 1.0 / 3.0):
         voxel = np.array([1.0, pixel, pixel])
         shape = tuple(int(round((e - 1) / v)) + 1 for e, v in zip(extent, voxel))
-        amplitude = 600.0  # bright: the test is about the mapping, not about noise
+        amplitude = 120.0  # SNR ~7, inside the training range
         volume = rng.poisson(10 + render_spots(shape, phys / voxel, tuple(np.array(sigma_um) / voxel), amplitude))
         det = Detector(device="cpu", spot_size=tuple(np.array(sigma_um) / voxel))
         spots = det.detect(volume.astype(np.float32))
@@ -90,12 +91,15 @@ def test_same_particles_at_three_samplings_give_the_same_physical_positions():
         results.append(spots.zyx * voxel)
     for found in results:
         p, t, _ = match(found, phys, 2.0)
-        assert len(p) == len(phys) == len(found)  # every particle found once at every sampling
+        assert len(p) >= len(phys) - 1 and len(found) <= len(phys) + 1  # (nearly) every particle, once
     ref = results[0]
     for found in results[1:]:
         p, t, _ = match(found, ref, 2.0)
         d = found[p] - ref[t]
-        assert np.abs(d).max() < 0.2  # within 0.2 of the coarse sampling's voxel (1 µm), on every axis
+        # no systematic shift: the mean offset on every axis is within 0.2 of the coarse sampling's voxel (1 µm);
+        # single particles differ by their localisation noise (about 0.3 voxel RMS at this SNR)
+        assert np.all(np.abs(d.mean(axis=0)) < 0.2), d.mean(axis=0)
+        assert np.median(np.linalg.norm(d, axis=1)) < 0.4
 
 
 def test_bad_spot_size_for_the_detector():
