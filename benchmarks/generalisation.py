@@ -64,7 +64,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import _generators as gen  # noqa: E402
 from benchmarks import peers  # noqa: E402
-from benchmarks.table1 import SEF3D_KS, machine_info  # noqa: E402
+from benchmarks.table1 import SEF3D_KS, _clean, _write_atomic, machine_info  # noqa: E402
 from training import evaluate as ev  # noqa: E402
 from training.matching import score  # noqa: E402
 
@@ -461,24 +461,6 @@ def figure(rows: Sequence[dict], keys: Sequence[str], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _clean(o):
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o
-
-
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -576,8 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(Path(f"{out}.md"), text)
-    _write_atomic(Path(f"{out}.json"), json.dumps(_clean(report), indent=1))
+    _write_atomic(Path(f"{out}.md"), text.encode())
+    _write_atomic(Path(f"{out}.json"), json.dumps(_clean(report), indent=1).encode())
     figure(rows, keys, Path(f"{out}.png"))
     print(text)
     log(f"wrote {out}.md, {out}.json, {out}.png ({total:.0f} s)")

@@ -266,6 +266,7 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
          spot_size="auto") -> int:
     from .detector import Detector
     from .io import read_points
+    from .scale import parse_spot_size
     from .zarr_io import read_input
 
     min_distance = _triple(min_distance, "--min-distance")
@@ -275,8 +276,6 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
     targets = _outputs(paths, output)
     pictures = _outputs(paths, preview, ".png") if preview else [None] * len(paths)
     truth_zyx = read_points(truth) if truth else None
-    from .scale import parse_spot_size
-
     fixed_size = spot_size in ("auto", "off")
     if not fixed_size:  # fail on a malformed value before any file is read (µm sizes need each stack's voxels)
         try:

@@ -161,16 +161,22 @@ class Detector:
         valid = info.spot_sigma_range_zyx or tuple((0.75 * s, 4.0 / 3.0 * s) for s in nominal)
         return tuple(float(v) for v in nominal), tuple((float(a), float(b)) for a, b in valid)  # type: ignore
 
-    def scale_for(self, volume, stats: normalise.Stats) -> scale.Scale:
-        """The spot size of ``volume`` (given or estimated) and the resampling it needs (:mod:`scale`)."""
+    def centre(self, volume, stats: normalise.Stats) -> np.ndarray:
+        """The normalised centre of ``volume`` (:func:`scale.crop_region`): what the spot-size estimate and the
+        background correlation look at."""
+        crop = scale.crop_region(volume.shape)
+        return stats.apply(np.asarray(volume[crop]), crop)
+
+    def scale_for(self, volume, stats: normalise.Stats, centre: np.ndarray | None = None) -> scale.Scale:
+        """The spot size of ``volume`` (given or estimated) and the resampling it needs (:mod:`scale`);
+        ``centre``: :meth:`centre`, when already computed."""
         if self.spot_size is None:
             return scale.Scale(None, "not asked")
         nominal, valid = self.model_scale()
         if self.spot_size != "auto":
             sigma = self.spot_size
             return scale.Scale(sigma, "given", scale.factors_for(sigma, nominal, valid))  # type: ignore[arg-type]
-        crop = scale.crop_region(volume.shape)
-        sigma, measured = scale.estimate(stats.apply(np.asarray(volume[crop]), crop))
+        sigma, measured = scale.estimate(self.centre(volume, stats) if centre is None else centre)
         if sigma is None:
             return scale.Scale(None, "estimate: too few spots", None, measured)
         if self.info.spot_sigma_range_zyx is None:  # the model does not say what it was trained on: report only
@@ -291,18 +297,18 @@ class Detector:
             a = -np.inf
             floor = max(self.threshold, float(cal.get("structured_threshold", 0.0))) if structured else self.threshold
             used: list[bool] = []
-            if decoy is not None:
-                searched = decoy
 
-                def decoy():
-                    used.append(True)
-                    return searched()
+            def checked():  # records whether the threshold rule needed the negated stack
+                used.append(True)
+                return decoy()
+
+            check = None if decoy is None else checked
             if self.cut:
                 mass = features[keep, pairs.PHOTONS]
-                t, a = autothreshold.choose_cut(scores[keep], mass, n_voxels, cal, floor, decoy)
+                t, a = autothreshold.choose_cut(scores[keep], mass, n_voxels, cal, floor, check)
                 keep = keep[(scores[keep] > t) & ~(mass <= a)]  # NaN (not measured) passes the mass cut
             else:
-                t = autothreshold.choose(scores[keep], n_voxels, cal, floor, decoy)
+                t = autothreshold.choose(scores[keep], n_voxels, cal, floor, check)
                 keep = keep[scores[keep] > t]
             meta.update(threshold=t if np.isfinite(t) else None, mass_cut=a if np.isfinite(a) else None,
                         negated_stack_checked=bool(used))
@@ -360,20 +366,22 @@ class Detector:
             if progress is not None:
                 progress.update(len(cores))
             return Spots.empty(size, meta={**self.meta(), "threshold_mode": "constant image: nothing to detect"})
-        found = self.scale_for(volume, stats)
+        centre = self.centre(volume, stats) if self.auto or self.spot_size == "auto" else None
+        found = self.scale_for(volume, stats, centre)
         if found.factors is not None:  # resample to the model's spot size, detect, map the positions back
             spots = self._detect_resampled(scale.resample(volume, found.factors), size, progress, cores)
             c = scale.to_input(spots.zyx, found.factors)
             keep = np.all((c > -0.5) & (c < np.asarray(volume.shape) - 0.5), axis=1)
             return dataclasses.replace(spots, z=c[keep, 0], y=c[keep, 1], x=c[keep, 2], score=spots.score[keep],
                                        intensity=spots.intensity[keep], meta={**spots.meta, "scale": found.as_dict()})
-        spots = self._detect_resampled(volume, size, progress, cores, stats)
+        spots = self._detect_resampled(volume, size, progress, cores, stats, centre)
         return dataclasses.replace(spots, meta={**spots.meta, "scale": found.as_dict()})
 
-    def _detect_resampled(self, volume, size, progress, planned: list, stats: normalise.Stats | None = None
-                          ) -> Spots:
+    def _detect_resampled(self, volume, size, progress, planned: list, stats: normalise.Stats | None = None,
+                          centre: np.ndarray | None = None) -> Spots:
         """Tiles -> candidates -> spots of a volume at the model's scale (``planned``: the cores the progress
-        was sized for; a resampled volume's progress is spread over them)."""
+        was sized for; a resampled volume's progress is spread over them; ``stats``, ``centre``: this volume's,
+        when already computed)."""
         stats = self.stats(volume) if stats is None else stats
         cores = self.cores(volume.shape)
         if stats.constant:
@@ -389,8 +397,9 @@ class Detector:
                     progress.update(int(done + step) - int(done))
                     done += step
 
-        crop = scale.crop_region(volume.shape)
-        r = normalise.correlation(stats.apply(np.asarray(volume[crop]), crop)) if self.auto else 0.0
+        if self.auto and centre is None:
+            centre = self.centre(volume, stats)
+        r = normalise.correlation(centre) if self.auto else 0.0
         structured = r >= STRUCTURED_CORRELATION
         decoy = None if structured else (lambda: self.decoy(volume, stats))
         spots = self.merge(parts(), size, int(np.prod(volume.shape)), decoy, structured)
@@ -400,8 +409,7 @@ class Detector:
         """Peaks of the network on the negated normalised stack (its centre, at most :data:`DECOY_CROP`): their
         scores and photometric masses after min-distance suppression, and the voxels searched. Real spots become
         holes, the stack's noise and structure stay: what the automatic threshold needs to go low safely."""
-        shape = tuple(volume.shape)
-        core = tuple(slice(max(0, (n - c) // 2), max(0, (n - c) // 2) + min(n, c)) for n, c in zip(shape, DECOY_CROP))
+        core = scale.crop_region(volume.shape, DECOY_CROP)
         level = float(self.info.noise_peaks.get("measure_level", autothreshold.MEASURE_LEVEL))
         found = self.tile_candidates(volume, core, _Negated(stats), min(self.threshold, level),
                                      self.search_threshold)

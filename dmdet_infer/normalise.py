@@ -69,12 +69,6 @@ class Stats:
     def constant(self) -> bool:
         return not bool(np.any(self.scale > 0))
 
-    def maps(self, region: tuple[slice, slice, slice] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per-voxel (background, noise) of ``region`` (default: the whole volume), float64."""
-        region = self._region(region)
-        return _expand(self.offset, region, self.shape, self.block), _expand(self.scale, region, self.shape,
-                                                                               self.block)
-
     def _region(self, region):
         return tuple(slice(0, n) for n in self.shape) if region is None else region
 
@@ -109,7 +103,9 @@ def _weights(r: slice, n: int, b: int, nb: int) -> tuple[np.ndarray, np.ndarray]
     return i0, f - i0
 
 
-def _along(coarse: np.ndarray, axis: int, i0: np.ndarray, w: np.ndarray) -> np.ndarray:
+def interpolate_along(coarse: np.ndarray, axis: int, i0: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Linear interpolation along ``axis``: ``coarse[i0] + (coarse[i0 + 1] - coarse[i0]) * w`` (a single sample
+    is repeated)."""
     if coarse.shape[axis] == 1:
         return np.repeat(coarse, len(i0), axis=axis)
     view = [1] * coarse.ndim
@@ -118,20 +114,13 @@ def _along(coarse: np.ndarray, axis: int, i0: np.ndarray, w: np.ndarray) -> np.n
     return lo + (hi - lo) * w.reshape(view)
 
 
-def _expand(coarse: np.ndarray, region, shape, block) -> np.ndarray:
-    """Trilinear interpolation of a block grid to the voxels of ``region`` (constant beyond the outer centres)."""
-    out = np.asarray(coarse, np.float64)
-    for axis in (2, 1, 0):
-        out = _along(out, axis, *_weights(region[axis], shape[axis], block[axis], coarse.shape[axis]))
-    return out
-
-
 def _planes(offset: np.ndarray, scale: np.ndarray, region, shape, block, dtype):
-    """(background, noise) of each z-plane of ``region`` in ``dtype``: the same values as :func:`_expand`,
-    interpolated in y and x once per block row and in z plane by plane."""
+    """(background, noise) of each z-plane of ``region`` in ``dtype``: the block grids interpolated trilinearly
+    (constant beyond the outer centres), in y and x once per block row and in z plane by plane."""
     both = np.stack([offset, scale])
     for axis in (2, 1):
-        both = _along(both, axis + 1, *_weights(region[axis], shape[axis], block[axis], both.shape[axis + 1]))
+        weights = _weights(region[axis], shape[axis], block[axis], both.shape[axis + 1])
+        both = interpolate_along(both, axis + 1, *weights)
     both = both.astype(dtype)
     i0, w = _weights(region[0], shape[0], block[0], both.shape[1])
     for i, wk in zip(i0, w):

@@ -71,7 +71,7 @@ def resample(volume: np.ndarray, factors: Sequence[float]) -> np.ndarray:
 
     Down-sampling (f < 1) first averages over ``round(1 / f)`` voxels along that axis, so the noise is not
     aliased."""
-    from .normalise import work_dtype
+    from .normalise import interpolate_along, work_dtype
 
     out = np.asarray(volume, work_dtype(np.asarray(volume).dtype))
     for axis, f in enumerate(factors):
@@ -84,14 +84,8 @@ def resample(volume: np.ndarray, factors: Sequence[float]) -> np.ndarray:
         m = resampled_shape([n], [f])[0]
         u = np.arange(m) / f
         i0 = np.minimum(np.floor(u).astype(np.int64), max(n - 2, 0))
-        w = (u - i0).astype(out.dtype)
-        if n == 1:
-            continue
-        view = [1] * out.ndim
-        view[axis] = -1
-        lo_v, hi_v = np.take(out, i0, axis=axis), np.take(out, i0 + 1, axis=axis)
-        out = lo_v + (hi_v - lo_v) * w.reshape(view)
-    return out.astype(np.float32) if out.dtype != np.float64 else out
+        out = interpolate_along(out, axis, i0, (u - i0).astype(out.dtype))
+    return out
 
 
 def _box(x: np.ndarray, axis: int, width: int) -> np.ndarray:
@@ -144,13 +138,13 @@ def parse_spot_size(text: str, voxel_size_um: Sequence[float] | None) -> tuple[f
     return float(z), float(xy), float(xy)
 
 
-def crop_region(shape: Sequence[int]) -> tuple[slice, slice, slice]:
-    """The centre of a stack, at most :data:`MAX_CROP`, that :func:`estimate` looks at."""
+def crop_region(shape: Sequence[int], size: Sequence[int] = MAX_CROP) -> tuple[slice, slice, slice]:
+    """The centre of a stack, at most ``size`` (default :data:`MAX_CROP`, what :func:`estimate` looks at)."""
     return tuple(slice(max(0, (n - c) // 2), max(0, (n - c) // 2) + min(n, c))  # type: ignore[return-value]
-                 for n, c in zip(shape, MAX_CROP))
+                 for n, c in zip(shape, size))
 
 
-def _along(x: np.ndarray, axis: int, op) -> np.ndarray:
+def _with_neighbours(x: np.ndarray, axis: int, op) -> np.ndarray:
     """``op`` of each voxel and its two neighbours along ``axis`` (edges: the voxel itself stands in)."""
     lo = [slice(None)] * 3
     hi = [slice(None)] * 3
@@ -164,7 +158,7 @@ def _along(x: np.ndarray, axis: int, op) -> np.ndarray:
 def _box3(x: np.ndarray) -> np.ndarray:
     """3x3x3 sum (edges: as if the face voxels were repeated once more)."""
     for axis in range(3):
-        x = _along(x, axis, np.add)
+        x = _with_neighbours(x, axis, np.add)
     return x / 27.0
 
 
@@ -172,7 +166,7 @@ def _local_max(x: np.ndarray) -> np.ndarray:
     """Voxels equal to the maximum of their 3x3x3 neighbourhood."""
     m = x
     for axis in range(3):
-        m = _along(m, axis, np.maximum)
+        m = _with_neighbours(m, axis, np.maximum)
     return x >= m
 
 

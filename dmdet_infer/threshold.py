@@ -180,21 +180,22 @@ EXCESS_BAND = (0.05, 0.25)
 STRUCTURED = 2.0
 
 
-def noise_rates(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any],
-                worst: bool = True) -> tuple[np.ndarray, float]:
-    """The false-peak rates per voxel to expect in this stack, and how structured it is.
+def noise_rates(scores: np.ndarray, n_voxels: int,
+                calibration: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float]:
+    """The false-peak rates per voxel to expect in this stack (the worst and the nearest, below), and how
+    structured it is.
 
     Calibrations up to 2026-11-26 (one noise model): the calibrated rates, and 1. A noise-family calibration
     holds each model's rates; each model's rates are scaled so that its peaks in :data:`EXCESS_BAND` match the
-    stack's own (with a 2-sd upper bound on that count), and the stack gets the highest scaled rate at every cut
-    (``worst``) or the rates of the model whose level is nearest the stack's: the shapes come from the
-    calibration, the level from the stack. The second value is the stack's excess over the noisiest model (the
-    smallest scale, at least 1)."""
+    stack's own (with a 2-sd upper bound on that count); the worst rates are the highest scaled rate at every cut,
+    the nearest those of the model whose level is nearest the stack's: the shapes come from the calibration, the
+    level from the stack. The third value is the stack's excess over the noisiest model (the smallest scale, at
+    least 1). Rates are (thresholds, 1 + mass levels) arrays (one column without a mass calibration)."""
     cut = "per_voxel_cut" in calibration
     base = np.asarray(calibration["per_voxel"], np.float64)
     full = np.c_[base, np.asarray(calibration["per_voxel_cut"], np.float64)] if cut else base[:, None]
     if "per_voxel_models" not in calibration:
-        return full, 1.0
+        return full, full, 1.0
     grid = np.asarray(calibration["thresholds"], np.float64)
     s = np.asarray(scores, np.float64)
     observed = float(np.count_nonzero((s > EXCESS_BAND[0]) & (s <= EXCESS_BAND[1])))
@@ -208,11 +209,8 @@ def noise_rates(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any],
         scale = upper / expected
         scales.append(observed / expected)
         rates.append(scale * (np.c_[r, cuts[m]] if cut else r[:, None]))
-    excess = max(1.0, float(min(scales)))
-    if worst:
-        return np.max(rates, axis=0), excess
     nearest = int(np.argmin(np.abs(np.log(np.maximum(scales, 1e-9)))))
-    return rates[nearest], excess
+    return np.max(rates, axis=0), rates[nearest], max(1.0, float(min(scales)))
 
 
 NOTHING = float("inf")
@@ -230,27 +228,22 @@ def stands_out(above: np.ndarray, rate: np.ndarray, n_voxels: int, calibration: 
 
 def choose(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallback: float,
            decoy: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None) -> float:
-    """The threshold for one volume (see the module docstring); ``scores`` are its candidates' scores. Below
-    ``fallback`` only as :func:`choose_cut` allows (``decoy``)."""
+    """The threshold for one volume (see the module docstring); ``scores`` are its candidates' scores: the
+    search of :func:`choose_cut` on the score alone."""
+    s = np.asarray(scores, np.float64).reshape(-1)
+    worst, nearest, excess = noise_rates(s, n_voxels, calibration)
     grid = np.asarray(calibration["thresholds"], np.float64)
-    worst, excess = noise_rates(scores, n_voxels, calibration)
-    rate = noise_rates(scores, n_voxels, calibration, worst=False)[0][:, 0]
-    above = _above(scores, grid)
-    tp = _estimate(above, rate, n_voxels, float(calibration.get("guard_sd", GUARD_SD)))
-    particles = float(tp.max()) if tp.size else 0.0
-    if not stands_out(above, worst[:, 0], n_voxels, calibration):
-        return NOTHING if "stand_out_sd" in calibration else float(fallback)
-    f1 = 2.0 * tp / np.maximum(above + particles, 1.0)
-    best = np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]
-    if "stand_out_sd" in calibration and grid[best] < fallback:  # as choose_cut
-        if decoy is None or excess >= STRUCTURED:
-            f1 = np.where(grid >= fallback, f1, -1.0)
-        else:
-            rate = np.maximum(rate, decoy_rates(decoy(), calibration)[:, 0])
-            tp = _estimate(above, rate, n_voxels, float(calibration.get("guard_sd", GUARD_SD)))
-            f1 = 2.0 * tp / np.maximum(above + float(tp.max()), 1.0)
-        best = np.flatnonzero(f1 >= f1.max() - 1e-12)[-1]
-    return float(grid[best])
+    i, _ = _search(_above(s, grid)[:, None], worst[:, :1], nearest[:, :1], excess, n_voxels, calibration, fallback,
+                   None if decoy is None else lambda: decoy_rates(decoy(), calibration)[:, :1])
+    return NOTHING if i is None else float(grid[i]) if i >= 0 else float(fallback)
+
+
+def _above_cuts(scores: np.ndarray, photons: np.ndarray, grid: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Candidates strictly above each (threshold, mass level) pair; a NaN mass (not measured) is never cut."""
+    s = np.asarray(scores, np.float64).reshape(-1)
+    m = np.asarray(photons, np.float64).reshape(-1)
+    m = np.where(np.isnan(m), np.inf, m)
+    return np.stack([_above(s[m > a], grid) for a in levels], axis=1)
 
 
 def decoy_rates(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str, Any]) -> np.ndarray:
@@ -261,10 +254,37 @@ def decoy_rates(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str
     scores, photons, voxels = decoy
     grid = np.asarray(calibration["thresholds"], np.float64)
     levels = np.r_[-np.inf, np.asarray(calibration.get("photons", []), np.float64)]
-    s = np.asarray(scores, np.float64).reshape(-1)
-    m = np.where(np.isnan(np.asarray(photons, np.float64).reshape(-1)), np.inf, np.asarray(photons, np.float64))
-    counts = np.stack([_above(s[m > a], grid) for a in levels], axis=1).astype(np.float64)
+    counts = _above_cuts(scores, photons, grid, levels).astype(np.float64)
     return (counts + 2.0 * np.sqrt(counts)) / max(int(voxels), 1)
+
+
+def _search(above: np.ndarray, worst: np.ndarray, nearest: np.ndarray, excess: float, n_voxels: int,
+            calibration: dict[str, Any], fallback: float,
+            decoy: Callable[[], np.ndarray] | None) -> tuple[int | None, int]:
+    """Indices (threshold, mass column) of the best cut of :func:`choose_cut`; (None, 0) when nothing stands
+    out with a noise-family calibration, (-1, 0) when the older calibration falls back to ``fallback``."""
+    grid = np.asarray(calibration["thresholds"], np.float64)
+    family = "stand_out_sd" in calibration
+    if not stands_out(above[:, 0], worst[:, 0], n_voxels, calibration):  # by the score alone (the many cells of
+        return (None if family else -1), 0  # the 2D search would otherwise find one in pure noise now and then)
+    guard = float(calibration.get("guard_sd", GUARD_SD))
+
+    def best_cut(rate: np.ndarray, floor: float | None) -> tuple[int, int]:
+        tp = _estimate(above, rate, n_voxels, guard)
+        f1 = 2.0 * tp / np.maximum(above + float(tp.max()), 1.0)
+        if floor is not None:
+            f1 = np.where((grid >= floor)[:, None], f1, -1.0)
+        best = np.argwhere(f1 >= f1.max() - 1e-12)  # ties: the highest threshold, then the lowest mass cut
+        i, j = best[np.lexsort((best[:, 1], -best[:, 0]))[0]]
+        return int(i), int(j)
+
+    i, j = best_cut(nearest, None)
+    if family and grid[i] < fallback:  # lower than validated: only where the stack's own false peaks allow it
+        if decoy is None or excess >= STRUCTURED:
+            i, j = best_cut(nearest, fallback)
+        else:
+            i, j = best_cut(np.maximum(nearest, decoy()), None)
+    return i, j
 
 
 def choose_cut(
@@ -281,30 +301,11 @@ def choose_cut(
     structured stack, the cut stays at or above ``fallback``."""
     grid = np.asarray(calibration["thresholds"], np.float64)
     levels = np.r_[-np.inf, np.asarray(calibration["photons"], np.float64)]
-    s = np.asarray(scores, np.float64).reshape(-1)
-    worst, excess = noise_rates(s, n_voxels, calibration)
-    rate, _ = noise_rates(s, n_voxels, calibration, worst=False)
-    m = np.asarray(photons, np.float64).reshape(-1)
-    m = np.where(np.isnan(m), np.inf, m)
-    above = np.stack([_above(s[m > a], grid) for a in levels], axis=1)
-    if not stands_out(above[:, 0], worst[:, 0], n_voxels, calibration):  # by the score alone: as choose (the many
-        # cells of the 2D search would otherwise find one in pure noise now and then)
-        return (NOTHING if "stand_out_sd" in calibration else float(fallback)), -np.inf
-    family = "stand_out_sd" in calibration
-    guard = float(calibration.get("guard_sd", GUARD_SD))
-
-    def best_cut(rate: np.ndarray, floor: float | None) -> tuple[int, int]:
-        tp = _estimate(above, rate, n_voxels, guard)
-        f1 = 2.0 * tp / np.maximum(above + float(tp.max()), 1.0)
-        if floor is not None:
-            f1 = np.where((grid >= floor)[:, None], f1, -1.0)
-        best = np.argwhere(f1 >= f1.max() - 1e-12)
-        return tuple(best[np.lexsort((best[:, 1], -best[:, 0]))[0]])  # type: ignore[return-value]
-
-    i, j = best_cut(rate, None)
-    if family and grid[i] < fallback:  # lower than validated: only where the stack's own false peaks allow it
-        if decoy is None or excess >= STRUCTURED:
-            i, j = best_cut(rate, fallback)
-        else:
-            i, j = best_cut(np.maximum(rate, decoy_rates(decoy(), calibration)), None)
+    worst, nearest, excess = noise_rates(np.asarray(scores, np.float64).reshape(-1), n_voxels, calibration)
+    i, j = _search(_above_cuts(scores, photons, grid, levels), worst, nearest, excess, n_voxels, calibration,
+                   fallback, None if decoy is None else lambda: decoy_rates(decoy(), calibration))
+    if i is None:
+        return NOTHING, -np.inf
+    if i < 0:
+        return float(fallback), -np.inf
     return float(grid[i]), float(levels[j])

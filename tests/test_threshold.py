@@ -195,12 +195,12 @@ def _family(*shapes):
 def test_noise_rates_take_the_level_from_the_stack_and_the_shape_from_the_models():
     cal = _family(lambda t: 1e-4 * max(0.0, 0.8 - t) / 0.8, lambda t: 4e-4 * max(0.0, 0.9 - t) / 0.9)
     quiet = noise_scores()  # as many low-scoring peaks as the first model makes
-    rates, excess = auto.noise_rates(quiet, N_VOXELS, cal)
+    rates, _, excess = auto.noise_rates(quiet, N_VOXELS, cal)
     assert excess == pytest.approx(1.0)
     i = auto.GRID.index(0.85)
     assert rates[i, 0] > 0  # the second model's longer tail, scaled down to this stack's level, still counts
     structured = np.concatenate([noise_scores(10 * N_VOXELS)])  # ten times the peaks of the noisiest model's ...
-    _, excess = auto.noise_rates(structured, N_VOXELS, cal)
+    _, _, excess = auto.noise_rates(structured, N_VOXELS, cal)
     assert excess >= auto.STRUCTURED
 
 
