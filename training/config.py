@@ -33,7 +33,9 @@ class DataSpec:
     crop, so training never sees a stack twice (no over-fitting to a pool); validation and test stay the pool's.
     ``generator``: ``ptc`` (training.simulate, the challenge's virus scenario), ``microscopy``
     (training.scenes: structured backgrounds, camera effects, hard negatives) or ``mix`` (each item one or the
-    other, microscopy 3 times in 4). ``normalisation``: the ``dmdet.normalisation`` spec inputs are normalised
+    other, the challenge scenario ``ptc_share`` of the time). ``bright_share``: the fraction of microscopy stacks
+    whose spots are drawn very bright (SNR log-uniform in [12, 300]; saturating spots must still give one peak
+    each). ``normalisation``: the ``dmdet.normalisation`` spec inputs are normalised
     with (dmdet_infer.normalise), exported with the model.
     """
 
@@ -49,6 +51,8 @@ class DataSpec:
     cache_dir: str | None = None
     online: bool = False
     generator: str = "ptc"
+    ptc_share: float = 0.25
+    bright_share: float = 0.0
     normalisation: dict[str, Any] = field(default_factory=lambda: dict(LOCAL_NORMALISATION))
 
     def describe(self) -> str:

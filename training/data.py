@@ -73,11 +73,11 @@ def simulate_item(spec: DataSpec, index: int) -> tuple[np.ndarray, np.ndarray, d
     rng = np.random.default_rng(np.random.SeedSequence([int(spec.seed), int(index)]))
     generator = spec.generator
     if generator == "mix":
-        generator = "microscopy" if rng.uniform() < 0.75 else "ptc"
+        generator = "microscopy" if rng.uniform() >= spec.ptc_share else "ptc"
     if generator == "microscopy":
         from training.scenes import sample_scene, simulate_scene
 
-        scene = sample_scene(rng, shape=tuple(spec.shape), snr=spec.snr)
+        scene = sample_scene(rng, shape=tuple(spec.shape), snr=spec.snr, bright=spec.bright_share)
         volume, positions = simulate_scene(scene, rng)
         meta = {"index": int(index), "snr": scene.snr, "generator": "microscopy", "params": dataclasses.asdict(scene)}
     else:
@@ -99,6 +99,9 @@ def _cache_path(spec: DataSpec, index: int) -> Path | None:
     key = {k: v for k, v in dataclasses.asdict(spec).items() if k in ("shape", "snr", "density", "nuisance", "seed")}
     if spec.generator != "ptc":
         key["generator"] = spec.generator
+    for name, default in (("ptc_share", 0.25), ("bright_share", 0.0)):  # keys of older pools stay as they were
+        if getattr(spec, name) != default:
+            key[name] = getattr(spec, name)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return Path(spec.cache_dir) / f"sim-{digest}" / f"{index:06d}.npz"
 

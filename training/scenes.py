@@ -6,7 +6,8 @@ challenge scenario one condition in four). Each stack draws, independently:
 - **Spots**: anisotropic Gaussians, σxy in [0.9, 2.6] and σz in [0.6, 2.2] voxels for the stack, each spot's
   widths spread by a lognormal factor (sd 0.1), brightness spread lognormal (sd in [0, 0.5]), point-sampled or
   voxel-integrated PSF; centres uniform in [-0.5, n - 0.5] per axis, so spots are cut by the stack's faces;
-  count log-uniform up to crowded (about 3000 per 10×512×512; none in one stack in ten); with cells, most spots
+  SNR log-uniform in [0.8, 12], or in [12, 300] for a chosen share of stacks (``bright``); count log-uniform up to
+  crowded (about 3000 per 10×512×512; none in one stack in ten); with cells, most spots
   lie inside cells. Amplitudes follow the challenge's SNR definition at the stack's base background.
 - **Background**: base level log-uniform in [2, 200] photons, times a linear gradient (up to ±40 % in YX, ±20 % in
   z); cells (ellipsoids with soft edges, raised autofluorescence); tissue-like texture (a smoothed random field
@@ -69,9 +70,15 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
 
+BRIGHT_SNR_RANGE = (12.0, 300.0)
+
+
 def sample_scene(rng: np.random.Generator, shape: tuple[int, int, int] = (10, 128, 128),
-                 snr: float | None = None) -> SceneParams:
-    """Random scene parameters (ranges in the module docstring)."""
+                 snr: float | None = None, bright: float = 0.0) -> SceneParams:
+    """Random scene parameters (ranges in the module docstring); a fraction ``bright`` of the scenes (when no
+    ``snr`` is given) has very bright spots, SNR log-uniform in :data:`BRIGHT_SNR_RANGE`."""
+    if snr is None and bright and rng.uniform() < bright:  # no extra draw when bright == 0: older pools unchanged
+        snr = _log_uniform(rng, *BRIGHT_SNR_RANGE)
     voxels = float(np.prod(shape))
     per_ptc = voxels / (10 * 512 * 512)
     n = 0 if rng.uniform() < 0.1 else int(round(_log_uniform(rng, 30.0, 3000.0) * per_ptc))
