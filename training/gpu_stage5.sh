@@ -7,7 +7,7 @@
 #
 # The run: a pool of 8000 mixed stacks 16x128x128 (2/3 microscopy-like with 1 in 10 very bright, 1/3 challenge
 # scenario) simulated with every core, then from dmdet-w8-general's weights, frozen norms, AMSGrad lr 5e-4, batch
-# 32, validation every 1500 steps on 240 stacks, until 9000 steps or 6 minutes; the threshold is then tuned on the
+# 32, validation every 1500 steps on 240 stacks, until 9000 steps or 5 minutes; the threshold is then tuned on the
 # validation split. Extra `train` options may be given in $EXTRA (e.g. "--set data.n_stacks=64 --max-steps 20").
 set -u
 WORK=${WORK:-/tmp/stage5}
