@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -102,6 +104,11 @@ class Detector:
         mapped back. "auto" (default): estimated from each stack (:func:`dmdet_infer.scale.estimate`) and acted
         on only when clearly outside the range (beyond it by a factor :data:`AUTO_MARGIN`); None: never resample.
         What was used is in ``Spots.meta["scale"]``.
+    overlap: run the network on the next tile in a worker thread while this thread finds the peaks of the
+        current one (ONNX Runtime releases the GIL while it runs), and detect two frames at once where all
+        frames are at hand (:meth:`detect_stack`, :meth:`detect_frames` of a sequence or array). None (default):
+        on when the model runs on CUDA, off on the CPU (where both would compete for the same cores and two
+        tiles or frames would be in memory). The spots are the same either way.
     """
 
     def __init__(
@@ -118,8 +125,10 @@ class Detector:
         split_pairs: bool = True,
         mass_cut: bool = True,
         spot_size: str | Iterable[float] | None = "auto",
+        overlap: bool | None = None,
     ) -> None:
         self.model = model if isinstance(model, Model) else Model(model, device=device, threads=threads)
+        self.overlap = self.model.on_cuda if overlap is None else bool(overlap)
         info = self.model.info
         self.auto = threshold == "auto" or (threshold is None and info.noise_peaks is not None)
         if self.auto and info.noise_peaks is None:
@@ -237,23 +246,40 @@ class Detector:
         return tiling.predict(volume, self.model.run, stats.apply,
                               self.tile_shape(volume.shape), halo, stride)
 
+    @staticmethod
+    def _margin(level: float | None) -> list[int]:
+        """First margin of a tile's density block around its core (see :meth:`tile_candidates`)."""
+        return [1, 1, 1] if level is None else [2 * r + 1 for r in pairs.RADIUS]
+
+    def _tile_density(self, volume, core: tiling.Region, stats: normalise.Stats,
+                      margin: Iterable[int]) -> tuple[tiling.Region, np.ndarray, np.ndarray]:
+        """(region, density, raw voxels) of ``core`` grown by ``margin``: the network part of a tile."""
+        region = tiling.grow(core, tuple(margin), tuple(volume.shape))
+        density, raw = tiling.predict_region(volume, self.model.run, stats.apply, region, self.info.halo_zyx,
+                                             self.info.stride_zyx)
+        return region, density, raw
+
     def tile_candidates(self, volume, core: tiling.Region, stats: normalise.Stats,
-                        measure_level: float | None = None, floor: float | None = None) -> TileCandidates:
+                        measure_level: float | None = None, floor: float | None = None,
+                        first: tuple[tiling.Region, np.ndarray, np.ndarray] | None = None) -> TileCandidates:
         """Peaks (before min-distance suppression) whose voxel lies in ``core``, in volume coordinates.
 
         The density map is computed for the core plus a margin of one voxel (enough for the maxima test and the
         refinement), or of twice :data:`pairs.RADIUS` when spots are measured; the margin doubles while a
         plateau of the core reaches the margin's edge. Only this block is in memory. ``stats`` is :meth:`stats`
         of the whole volume; peaks above ``floor`` (default :attr:`search_threshold`) are found, and those scoring
-        at least ``measure_level`` (default: the detector's) get :func:`pairs.shape_features`, the others NaN."""
+        at least ``measure_level`` (default: the detector's) get :func:`pairs.shape_features`, the others NaN.
+        ``first``: :meth:`_tile_density` of the core with the first margin, when already computed (overlap)."""
         shape = tuple(volume.shape)
         info = self.info
         level = self.measure_level if measure_level is None else measure_level
-        margin = [1, 1, 1] if level is None else [2 * r + 1 for r in pairs.RADIUS]
+        margin = self._margin(level)
         while True:
-            region = tiling.grow(core, tuple(margin), shape)
-            density, raw = tiling.predict_region(volume, self.model.run, stats.apply, region, info.halo_zyx,
-                                                 info.stride_zyx)
+            if first is not None:
+                region, density, raw = first
+                first = None
+            else:
+                region, density, raw = self._tile_density(volume, core, stats, margin)
             local = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
             faces = tuple((r.start > 0, r.stop < n) for r, n in zip(region, shape))
             found = find_candidates(density, self.search_threshold if floor is None else floor, self.refine, local,
@@ -390,8 +416,8 @@ class Detector:
 
         def parts() -> Iterator[TileCandidates]:
             done = 0.0
-            for core in cores:
-                yield self.tile_candidates(volume, core, stats)
+            for found in self._tiles(volume, cores, stats):
+                yield found
                 release_pages(volume)  # a memmapped input must not pile up in resident memory
                 if progress is not None:
                     progress.update(int(done + step) - int(done))
@@ -404,6 +430,26 @@ class Detector:
         decoy = None if structured else (lambda: self.decoy(volume, stats))
         spots = self.merge(parts(), size, int(np.prod(volume.shape)), decoy, structured)
         return dataclasses.replace(spots, meta={**spots.meta, "background_correlation": round(r, 4)})
+
+    def _tiles(self, volume, cores: list[tiling.Region], stats: normalise.Stats) -> Iterator[TileCandidates]:
+        """:meth:`tile_candidates` of each core in turn; with :attr:`overlap`, the network part of core k+1
+        (:meth:`_tile_density`) runs in a worker thread while the peaks of core k are found here."""
+        if not self.overlap or len(cores) < 2:
+            for core in cores:
+                yield self.tile_candidates(volume, core, stats)
+            return
+        margin = self._margin(self.measure_level)
+        density: Callable = self._tile_density
+        with ThreadPoolExecutor(1, thread_name_prefix="dmdet-tile") as pool:
+            ahead = pool.submit(density, volume, cores[0], stats, margin)
+            try:
+                for k, core in enumerate(cores):
+                    first = ahead.result()
+                    if k + 1 < len(cores):
+                        ahead = pool.submit(density, volume, cores[k + 1], stats, margin)
+                    yield self.tile_candidates(volume, core, stats, first=first)
+            finally:
+                ahead.cancel()
 
     def decoy(self, volume, stats: normalise.Stats) -> tuple[np.ndarray, np.ndarray, int]:
         """Peaks of the network on the negated normalised stack (its centre, at most :data:`DECOY_CROP`): their
@@ -420,9 +466,34 @@ class Detector:
     def detect_frames(
         self, frames: Iterable[np.ndarray], voxel_size_um: Iterable[float] | None = None
     ) -> Iterator[Spots]:
-        """Spots of each ZYX frame as it arrives (e.g. from a camera), tagged with its frame index."""
-        for index, frame in enumerate(frames):
-            yield self.detect(frame, voxel_size_um).with_frame(index)
+        """Spots of each ZYX frame as it arrives (e.g. from a camera), tagged with its frame index.
+
+        With :attr:`overlap` and frames that are all at hand (a sequence or an array), two frames are detected
+        at once (:meth:`_in_order`); frames from an iterator are detected one by one, each yielded as soon as it
+        is done."""
+        calls = (lambda f=frame, i=index: self.detect(f, voxel_size_um).with_frame(i)
+                 for index, frame in enumerate(frames))
+        yield from self._in_order(calls, isinstance(frames, (np.ndarray, Sequence)))
+
+    def _in_order(self, calls: Iterable[Callable[[], Spots]], ahead: bool = True) -> Iterator[Spots]:
+        """The results of ``calls``, in order; with :attr:`overlap` and ``ahead``, the next call runs in a second
+        thread meanwhile (the GPU works on one frame while the CPU normalises or finds the peaks of the other)."""
+        if not (self.overlap and ahead):
+            for call in calls:
+                yield call()
+            return
+        pending: deque[Future] = deque()
+        with ThreadPoolExecutor(2, thread_name_prefix="dmdet-frame") as pool:
+            try:
+                for call in calls:
+                    pending.append(pool.submit(call))
+                    if len(pending) == 2:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:
+                    future.cancel()
 
     def n_tiles(self, stack: Stack) -> int:
         """Tiles in all frames of ``stack``: the length of :meth:`detect_stack`'s progress."""
@@ -430,12 +501,14 @@ class Detector:
 
     def detect_stack(self, stack: Stack, progress=None) -> Spots:
         """Spots of a :class:`Stack` read from a file; frames stream one at a time (``progress`` is advanced
-        by one per tile, :meth:`n_tiles` in all)."""
+        by one per tile, :meth:`n_tiles` in all; with :attr:`overlap`, two frames at a time)."""
         size = stack.voxel_size_um
-        parts = []
-        for index in range(stack.data.shape[0]):
+
+        def frame(index: int) -> Spots:
             spots = self.detect(stack.data[index], size, path=_frame_name(stack, index), progress=progress)
-            parts.append(spots.with_frame(index) if stack.has_time else spots)
+            return spots.with_frame(index) if stack.has_time else spots
+
+        parts = list(self._in_order(lambda i=index: frame(i) for index in range(stack.data.shape[0])))
         if not parts:
             raise InputError(where(stack.path, "no frames in the file"))
         return Spots.concat(parts) if len(parts) > 1 else parts[0]

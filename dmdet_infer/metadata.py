@@ -16,6 +16,7 @@ from .threshold import check as check_calibration
 FORMAT_VERSION = 1
 PREFIX = "dmdet."
 KINDS = ("density", "binary")
+PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ModelInfo:
     noise_peaks: the noise calibration behind ``--threshold auto`` (:mod:`dmdet_infer.threshold`), or None.
     spot_sigma_zyx: the spot size (Gaussian σ, voxels) the model works at; spot_sigma_range_zyx: the (low, high)
         σ per axis it was trained on (:mod:`dmdet_infer.scale`); None for models that do not say.
+    precision: the network's arithmetic, "fp32" or "fp16" (half-precision weights behind float32 input and
+        output: fed and read exactly like an fp32 model).
     """
 
     kind: str
@@ -50,6 +53,7 @@ class ModelInfo:
     noise_peaks: dict[str, Any] | None = None
     spot_sigma_zyx: tuple[float, float, float] | None = None
     spot_sigma_range_zyx: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] | None = None
+    precision: str = "fp32"
     format_version: int = FORMAT_VERSION
 
     REQUIRED = ("kind", "normalisation", "stride_zyx", "halo_zyx", "threshold")
@@ -71,6 +75,8 @@ class ModelInfo:
                     or rng is None or len(rng) != 3 or any(len(r) != 2 or not 0 < r[0] <= r[1] for r in rng)):
                 raise ValueError("dmdet.spot_sigma_zyx needs 3 positive sizes and dmdet.spot_sigma_range_zyx 3 "
                                  f"(low, high) pairs, got {self.spot_sigma_zyx!r} and {rng!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"dmdet.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.format_version > FORMAT_VERSION:
             raise ValueError(
                 f"model format version {self.format_version} is newer than this dmdet_infer understands "

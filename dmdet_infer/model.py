@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -21,12 +22,13 @@ def default_model_path() -> Path:
     return Path(str(resources.files("dmdet_infer") / "models" / "default.onnx"))
 
 
-def cuda_options() -> dict[str, str]:
-    """CUDA provider options: fixed tile shapes pay the exhaustive cuDNN search once (method.md §5.2)."""
-    return {"cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"}
+def cuda_options(tf32: bool = True) -> dict[str, str]:
+    """CUDA provider options: fixed tile shapes pay the exhaustive cuDNN search once (method.md §5.2);
+    ``tf32``: let fp32 convolutions use TF32 tensor cores (onnxruntime's default; 10-bit mantissa products)."""
+    return {"cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1", "use_tf32": str(int(tf32))}
 
 
-def _providers(device: str) -> list:
+def _providers(device: str, tf32: bool = True) -> list:
     import onnxruntime as ort
 
     if device not in DEVICES:
@@ -34,18 +36,23 @@ def _providers(device: str) -> list:
     available = ort.get_available_providers()
     if device == "cpu" or (device == "auto" and CUDA not in available):
         return [CPU]
+    if device == "cuda" and CUDA in available:
+        from .cuda import preload
+
+        preload(use_torch=False)  # CUDA/cuDNN from the nvidia-* pip packages, where they are (never raises)
     if CUDA not in available:
         raise InputError(
             "CUDA requested but this onnxruntime has no CUDA provider; install it with "
             "`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`, or use --device cpu"
         )
-    return [(CUDA, cuda_options()), CPU]
+    return [(CUDA, cuda_options(tf32)), CPU]
 
 
 class Model:
     """A dmdet ONNX model and its session. ``run`` is thread-safe (ONNX Runtime sessions are)."""
 
-    def __init__(self, path: str | os.PathLike | None = None, device: str = "auto", threads: int | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, device: str = "auto", threads: int | None = None,
+                 tf32: bool = True):
         import onnxruntime as ort
 
         self.path = Path(path) if path is not None else default_model_path()
@@ -61,7 +68,7 @@ class Model:
         options.enable_cpu_mem_arena = False
         if threads:
             options.intra_op_num_threads = int(threads)
-        providers = _providers(device)
+        providers = _providers(device, tf32)
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises several private exception types
@@ -85,6 +92,11 @@ class Model:
             self.info: ModelInfo = from_props(props)
         except ValueError as exc:
             raise InputError(where(self.path, f"not a dmdet model: {exc}")) from None
+        #: On CUDA, run through IO binding (one host->device copy of the input, the output bound on the device
+        #: and copied back once); None until its first use, False after it failed once (then plain ``run``).
+        self.io_binding: bool | None = None if self.on_cuda else False
+        self.io_binding_error: str | None = None
+        self.bind_device = "cuda"  # where IO binding puts the input and output (tests bind on "cpu")
 
     @property
     def on_cuda(self) -> bool:
@@ -94,8 +106,37 @@ class Model:
     def run(self, block: np.ndarray) -> np.ndarray:
         """Density map of a normalised (Z,Y,X) float32 block whose shape is a multiple of the stride."""
         x = np.ascontiguousarray(block, dtype=np.float32)[None, None]
+        if self.io_binding:
+            return self._run_bound(x)[0, 0]
+        if self.io_binding is None:  # first use on CUDA: fall back to session.run for good if binding fails
+            try:
+                out = self._run_bound(x)
+            except Exception as exc:  # onnxruntime raises several private exception types
+                self.io_binding = False
+                self.io_binding_error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+                warnings.warn(f"dmdet: IO binding failed ({self.io_binding_error}); using session.run",
+                              RuntimeWarning, stacklevel=2)
+            else:
+                self.io_binding = True
+                return out[0, 0]
         (out,) = self.session.run([self.output_name], {self.input_name: x})[:1]
         return out[0, 0]
+
+    def _run_bound(self, x: np.ndarray) -> np.ndarray:
+        """One forward through IO binding: the input copied to CUDA memory once, the output allocated there
+        and copied to the host once. A binding per call, so concurrent calls (threads) do not share one."""
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()
+        value = ort.OrtValue.ortvalue_from_numpy(x, self.bind_device, 0)  # kept alive until the run is done
+        binding.bind_ortvalue_input(self.input_name, value)
+        binding.bind_output(self.output_name, self.bind_device, 0)
+        binding.synchronize_inputs()
+        self.session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        out = binding.copy_outputs_to_cpu()[0]
+        del value
+        return np.asarray(out, dtype=np.float32)
 
 
 def working_providers(model_path: str | os.PathLike | None = None) -> list[str]:

@@ -18,8 +18,11 @@ import click
 @click.option("--calibration-shape", default="10,512,512", show_default=True, metavar="Z,Y,X",
               help="background-only volumes (2, Poisson) on which the noise peaks behind --threshold auto are counted")
 @click.option("--no-calibration", is_flag=True, help="skip the noise calibration (the model then has no 'auto')")
+@click.option("--calibration-from", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="copy the noise calibration of this exported model of the same network instead of calibrating")
+@click.option("--fp16", is_flag=True, help="half-precision network with float32 input/output (dmdet.precision fp16)")
 def main(checkpoint: str, output: str, opset: int, name: str | None, threshold: float | None, dynamo: bool,
-         calibration_shape: str, no_calibration: bool) -> None:
+         calibration_shape: str, no_calibration: bool, calibration_from: str | None, fp16: bool) -> None:
     """Export a training checkpoint to ONNX (with dmdet metadata) and check parity with PyTorch."""
     from export.onnx_export import export_checkpoint
 
@@ -31,7 +34,8 @@ def main(checkpoint: str, output: str, opset: int, name: str | None, threshold: 
         raise click.BadParameter(f"expected Z,Y,X positive integers, got {calibration_shape!r}",
                                  param_hint="--calibration-shape")
     report = export_checkpoint(checkpoint, output, opset=opset, name=name, threshold=threshold, dynamo=dynamo,
-                               calibration_shape=None if no_calibration else shape)
+                               calibration_shape=None if no_calibration else shape, fp16=fp16,
+                               calibration_from=None if no_calibration else calibration_from)
     click.echo(json.dumps(report, indent=2, default=float))
     click.echo(f"parity: max |onnxruntime - torch| = {report['parity_max_abs_diff']:.2e} on {report['parity_shape']}")
 

@@ -114,3 +114,42 @@ def test_frames_stream_with_frame_index_and_units(detector, tmp_path):
 
 def test_warmup_runs(detector):
     detector.warmup()
+
+
+def test_overlap_gives_the_same_spots(pooled_model_path):
+    """The CUDA pipelining (next tile's network in a worker thread, two frames at once), forced on for the CPU:
+    the same spots, bit for bit, in the same order, tiled or not, for single volumes, frame lists and stacks."""
+    from dmdet_infer.io import Stack
+
+    volumes = [render_spots((9, 60, 64), TRUTH, seed=s) for s in range(3)]
+    for tile in ((3, 16, 16), None):
+        plain = Detector(pooled_model_path, device="cpu", tile=tile)
+        overlapped = Detector(plain.model, tile=tile, overlap=True)
+        assert not plain.overlap and overlapped.overlap  # default: off on the CPU
+        assert len(plain.cores(volumes[0].shape)) == (48 if tile else 1)
+        for volume in volumes:
+            a, b = plain.detect(volume), overlapped.detect(volume)
+            assert len(a) == len(TRUTH)
+            for name in ("z", "y", "x", "score", "intensity"):
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+        for frames in (volumes, np.stack(volumes)):
+            a = Spots.concat(list(plain.detect_frames(iter(volumes))))
+            b = Spots.concat(list(overlapped.detect_frames(frames)))
+            np.testing.assert_array_equal(a.frame, b.frame)
+            np.testing.assert_array_equal(a.zyx, b.zyx)
+        stack = Stack.from_array(np.stack(volumes), axes="TZYX")
+        a, b = plain.detect_stack(stack), overlapped.detect_stack(stack)
+        np.testing.assert_array_equal(a.frame, b.frame)
+        np.testing.assert_array_equal(a.zyx, b.zyx)
+
+
+def test_overlap_with_the_default_model():
+    """The shipped model (automatic threshold, negated-stack check, pair split) with four tiles."""
+    volume = render_spots((10, 64, 64), TRUTH, amplitude=40.0, seed=2).astype(np.uint16)
+    plain = Detector(device="cpu", tile=(10, 32, 32))
+    a = plain.detect(volume)
+    b = Detector(plain.model, tile=(10, 32, 32), overlap=True).detect(volume)
+    assert len(plain.cores(volume.shape)) == 4
+    np.testing.assert_array_equal(a.zyx, b.zyx)
+    np.testing.assert_array_equal(a.score, b.score)
+    assert a.meta == b.meta

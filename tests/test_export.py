@@ -87,3 +87,43 @@ def test_cli(checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     assert "parity: max |onnxruntime - torch|" in result.output
     assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 17
+
+
+def test_export_fp16_casts_at_both_ends_and_loads_in_dmdet_infer(checkpoint, tmp_path):
+    """--fp16: half-precision weights behind a float32 interface, recorded in the metadata; the calibration is
+    copied from the fp32 twin; dmdet_infer loads and runs it like any model."""
+    from click.testing import CliRunner
+
+    from dmdet_infer import Detector
+    from dmdet_infer.model import Model
+    from export.__main__ import main
+
+    path, model = checkpoint
+    fp32 = tmp_path / "fp32.onnx"
+    export_checkpoint(path, fp32, calibration_shape=None)
+    out = tmp_path / "fp16.onnx"
+    result = CliRunner().invoke(main, [str(path), "-o", str(out), "--fp16", "--calibration-from", str(fp32)])
+    assert result.exit_code == 0, result.output
+    proto = onnx.load(str(out))
+    assert {t.data_type for t in proto.graph.initializer} == {onnx.TensorProto.FLOAT16}
+    for value in (proto.graph.input[0], proto.graph.output[0]):
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.node[0].op_type == "Cast" and proto.graph.node[-1].op_type == "Cast"
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["dmdet.precision"] == '"fp16"'
+    info = from_props(props)
+    assert info.precision == "fp16" and info.noise_peaks is None  # the fp32 twin had no calibration either
+    assert from_props(ort.InferenceSession(str(fp32)).get_modelmeta().custom_metadata_map).precision == "fp32"
+
+    try:  # the run part needs fp16 kernels in this onnxruntime's CPU provider
+        loaded = Model(out, device="cpu")
+    except Exception as exc:
+        pytest.skip(f"onnxruntime {ort.__version__} CPU cannot run the fp16 graph: {exc}")
+    x = np.random.default_rng(3).standard_normal((6, 20, 36)).astype(np.float32)
+    got = loaded.run(x)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)[None, None]).numpy()[0, 0]
+    assert got.dtype == np.float32 and got.shape == x.shape
+    assert np.abs(got - ref).max() <= 1e-2
+    assert loaded.info.precision == "fp16"
+    assert len(Detector(loaded, threshold=0.5).detect(np.random.default_rng(0).poisson(5, (6, 32, 32)))) >= 0

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 from onnx_models import smoothing_model
 
@@ -49,3 +50,26 @@ def test_working_providers_really_start_a_session(model_path):
 
 def test_default_model_path_is_inside_the_package():
     assert default_model_path().parent.name == "models"
+
+
+def test_io_binding_path_equals_plain_run(model_path):
+    """The CUDA path's IO binding code, bound on the CPU here: same output as session.run."""
+    model = Model(model_path, device="cpu")
+    assert model.io_binding is False  # CPU: never bound
+    x = np.random.default_rng(0).standard_normal((5, 16, 24)).astype(np.float32)
+    plain = model.run(x)
+    model.io_binding, model.bind_device = None, "cpu"
+    np.testing.assert_array_equal(model.run(x), plain)
+    assert model.io_binding is True and model.io_binding_error is None
+    np.testing.assert_array_equal(model.run(x), plain)
+
+
+def test_io_binding_failure_falls_back_to_session_run_once(model_path):
+    model = Model(model_path, device="cpu")
+    x = np.random.default_rng(1).standard_normal((5, 16, 24)).astype(np.float32)
+    plain = model.run(x)
+    model.io_binding, model.bind_device = None, "no-such-device"
+    with pytest.warns(RuntimeWarning, match="IO binding failed"):
+        np.testing.assert_array_equal(model.run(x), plain)
+    assert model.io_binding is False and model.io_binding_error
+    np.testing.assert_array_equal(model.run(x), plain)  # no second warning, no second try
