@@ -66,9 +66,17 @@ class DataSpec:
                 f"{self.seed}, {'random SNR' if self.snr is None else f'SNR {self.snr}'}); validation: items of "
                 f"the {self.n_stacks}-stack pool, split {tuple(self.split)}"
             )
+        if self.generator == "ptc":
+            kind = "PTC-virus-like stacks"
+        elif self.generator == "microscopy":
+            kind = "microscopy-like stacks (training.scenes)"
+        else:
+            kind = (f"stacks, microscopy-like (training.scenes) or, {self.ptc_share:.2g} of them, PTC-virus-like"
+                    + (f"; {self.bright_share:.2g} of the microscopy-like ones with very bright spots"
+                       if self.bright_share else ""))
         return (
-            f"{self.n_stacks} simulated PTC-virus-like stacks {tuple(self.shape)} (training.simulate, seed "
-            f"{self.seed}, {snr}, {density}{', nuisances' if self.nuisance else ''}); split {tuple(self.split)}"
+            f"{self.n_stacks} simulated {kind} {tuple(self.shape)} (seed {self.seed}, {snr}, {density}"
+            f"{', nuisances' if self.nuisance else ''}); split {tuple(self.split)}"
         )
 
 
