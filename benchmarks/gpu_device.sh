@@ -18,7 +18,7 @@ LOG="$DEST/gpu_device.log"
 exec > >(tee -a "$LOG") 2>&1
 
 MODEL=${1:-}
-CHECKPOINT=${2:-training/checkpoints/dmdet-w8-general.pt}
+CHECKPOINT=${2:-training/checkpoints/dmdet-w8-general2.pt}
 export PYTHONPATH=/tmp/site:$PWD
 export PYTHONUNBUFFERED=1
 export PYTHONDONTWRITEBYTECODE=1

@@ -17,9 +17,11 @@ Rows: "sef3d", one per ``--model``, "dm (integer maxima)" (the dm model's detect
 i.e. ``refine="none"``: the sub-voxel refinement ablation) and "dm (lsq refinement)" (the same detections
 refined by the 3x3x3 log-quadratic least-squares fit instead of the per-axis 3-point log-Gaussian), and, for a
 model with a noise calibration, "NAME (auto threshold)": what ``dmdet-infer`` does by default, through the same
-``Detector`` (each volume's own cut on score and photometric mass from the calibration, :mod:`dmdet_infer.threshold`,
-nothing tuned on validation; lsq refinement; merged pairs split, :mod:`dmdet_infer.pairs`), and "NAME (auto, no
-pair split)", the same without the pair split (ablation).
+``Detector.detect`` (the spot-size estimate, each volume's own cut on score and photometric mass from the
+calibration with the structured-background and negated-stack checks, :mod:`dmdet_infer.threshold`, nothing tuned
+on validation; lsq refinement; merged pairs split, :mod:`dmdet_infer.pairs`), and "NAME (auto, no pair split)",
+the same without the pair split (ablation). Before 2026-11-30 17:40 UTC these rows ran the tiles and the merge
+without the spot-size estimate and the negated-stack check.
 Writes OUT.md (table), OUT.json (per-image results, tuned parameters, timing, machine) and OUT.png (F1 and RMSE
 vs SNR, with the paper's DM-DetNet3D and the CRLB).
 """
@@ -294,16 +296,15 @@ def main(argv: list[str] | None = None) -> int:
                 results[INTEGER_ROW].append({**integer, **timing})
                 lsq = find_peaks(density, det.threshold, det.min_distance, "lsq")  # same peaks, other refinement
                 results[LSQ_ROW].append({**ev.score_item(lsq.coords, pos, meta, t2 - t0), **timing})
-            if name in autos:  # what dmdet-infer does by default (Detector.detect, split into its two steps)
+            if name in autos:  # what dmdet-infer does by default: Detector.detect (spot size, threshold, split)
                 auto, no_split = autos[name]
                 t0 = time.perf_counter()
-                stats = auto.stats(vol)
-                parts = [auto.tile_candidates(vol, core, stats) for core in auto.cores(vol.shape)]
-                spots = auto.merge(parts, None, vol.size)
+                spots = auto.detect(vol)
                 t1 = time.perf_counter()
                 results[f"{name}{AUTO_SUFFIX}"].append(ev.score_item(spots.zyx, pos, meta, t1 - t0))
-                plain = no_split.merge(parts, None, vol.size)
-                results[f"{name}{NO_SPLIT_SUFFIX}"].append(ev.score_item(plain.zyx, pos, meta, t1 - t0))
+                plain = no_split.detect(vol)
+                t2 = time.perf_counter()
+                results[f"{name}{NO_SPLIT_SUFFIX}"].append(ev.score_item(plain.zyx, pos, meta, t2 - t1))
     t_test = time.perf_counter() - t_start - t_val
 
     crlb = ev.crlb_by_snr(PTC_SNRS)

@@ -176,7 +176,8 @@ def estimate(normalised: np.ndarray) -> tuple[tuple[float, float, float] | None,
     Candidates are the brightest local maxima of a 3x3x3 mean that stand > 1 (five noise sd of that mean) above
     the background, none with a brighter one within :data:`ISOLATION`.
     The candidates' windows are averaged (noise falls with their number) and σ per axis is a Gaussian plus a
-    constant fitted to the average's marginal profile along that axis (:func:`_fit_width`). None when fewer than 8
+    constant fitted to the average's profile along that axis through its centre (:func:`_line_profiles`,
+    :func:`_fit_width`). None when fewer than 8
     candidates lie inside the stack with their whole window."""
     x = np.asarray(normalised, np.float32)
     x = x[crop_region(x.shape)]
@@ -200,11 +201,21 @@ def estimate(normalised: np.ndarray) -> tuple[tuple[float, float, float] | None,
         return None, len(inner)
     mean = np.mean([x[c[0] - r_max[0]:c[0] + r_max[0] + 1, c[1] - r_max[1]:c[1] + r_max[1] + 1,
                       c[2] - r_max[2]:c[2] + r_max[2] + 1] for c in inner], axis=0)
-    sig = [_fit_width(mean.sum(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    sig = [_fit_width(profile) for profile in _line_profiles(mean)]
     if any(v is None for v in sig):
         return None, len(inner)
     xy = 0.5 * (sig[1] + sig[2])
     return (float(sig[0]), float(xy), float(xy)), len(inner)
+
+
+def _line_profiles(window: np.ndarray) -> list[np.ndarray]:
+    """Profiles of an averaged spot window along z, y and x through its centre, each summed over the 3x3 voxels
+    around that line. A spot's profile along a line through it has the same width as its marginal, while the line
+    sees far less of the structure around it (a cell's own profile along z made the marginal's fits fail)."""
+    c = np.array(window.shape) // 2
+    near = [slice(max(k - 1, 0), k + 2) for k in c]
+    return [window[:, near[1], near[2]].sum(axis=(1, 2)), window[near[0], :, near[2]].sum(axis=(0, 2)),
+            window[near[0], near[1], :].sum(axis=(0, 1))]
 
 
 def _fit_width(profile: np.ndarray) -> float | None:

@@ -239,3 +239,18 @@ def test_cli_set_overrides_config_values_and_pool_fills_the_cache(tmp_path):
         result = runner.invoke(main, ["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "x"),
                                       "--set", bad])
         assert result.exit_code == 2 and "--set" in result.output, (bad, result.output)
+
+
+def test_finalise_cpu_tunes_the_threshold_as_finalise_does(tmp_path):
+    """training.finalise_cpu (ONNX Runtime) stores the threshold that training's own finalise (PyTorch) chose."""
+    from training.finalise_cpu import finalise_cpu
+
+    cfg = tiny_config(max_steps=10, val_every=10)
+    out = tmp_path / "run"
+    summary = train(cfg, out, progress=False)
+    dest = tmp_path / "shipped.pt"
+    result = finalise_cpu(out / "best.pt", dest, workers=1)
+    ck = load_checkpoint(dest)
+    assert "optimizer" not in ck and ck["total_steps"] == 10
+    assert ck["threshold"] == result["threshold"] == pytest.approx(summary["threshold"], abs=0.021)
+    assert ck["val_scores"]["f1_mean"] == pytest.approx(summary["val_scores"]["f1_mean"], abs=0.05)
