@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 #: NVIDIA H200 (SXM) dense peaks, TFLOP/s.
 PEAK_TFLOPS = {"fp16": 989.0, "bf16": 989.0, "tf32": 494.0, "fp32": 67.0}
-DEFAULT_CHECKPOINT = ROOT / "training" / "checkpoints" / "dmdet-w8-general.pt"
+DEFAULT_CHECKPOINT = ROOT / "training" / "checkpoints" / "dmdet-w8-general2.pt"
 
 
 class Run:
