@@ -82,8 +82,8 @@ step "benchmark"
 ARGS=(--out "$DEST" --checkpoint "$CHECKPOINT" --frames 100 --device cuda --budget 270)
 if [ -n "$MODEL" ]; then
     ARGS+=(--model "$MODEL")  # its fp16 twin is exported by the benchmark
-elif [ -f benchmarks/models/dmdet-w8-general-fp16.onnx ]; then
-    ARGS+=(--fp16-model benchmarks/models/dmdet-w8-general-fp16.onnx)
+elif [ -f benchmarks/models/dmdet-w8-general2-fp16.onnx ]; then
+    ARGS+=(--fp16-model benchmarks/models/dmdet-w8-general2-fp16.onnx)
 fi
 # GPU_BENCH_ARGS: extra arguments, last so that they win (a dry run elsewhere: "--device cpu --shape 10,64,64")
 timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/gpu.py "${ARGS[@]}" ${GPU_BENCH_ARGS:-}
