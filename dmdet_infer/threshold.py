@@ -213,7 +213,6 @@ def noise_rates(scores: np.ndarray, n_voxels: int,
     return np.max(rates, axis=0), rates[nearest], max(1.0, float(min(scales)))
 
 
-NOTHING = float("inf")
 NOTHING = float("inf")  #: the threshold of a volume in which nothing stands out of the noise
 
 
