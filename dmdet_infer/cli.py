@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from . import __version__
-from .errors import DmdetError, InputError
+from .errors import DmdetError, InputError, where
 
 EXAMPLES = """
 \b
@@ -65,11 +65,13 @@ def output_stem(path: Path) -> str:
     return path.stem
 
 
-def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv") -> list[Path]:
+def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv", several: bool = False) -> list[Path]:
+    """Output paths: beside each input, or in the folder ``output`` (several inputs or specs, an existing folder
+    or a trailing slash), or the file ``output``."""
     if output is None:
         return [p.with_name(output_stem(p) + suffix) for p in inputs]
     out = Path(output)
-    if len(inputs) > 1 or out.is_dir() or output.endswith(("/", os.sep)):
+    if several or len(inputs) > 1 or out.is_dir() or output.endswith(("/", os.sep)):
         if not out.is_dir():
             try:
                 out.mkdir(parents=True)
@@ -171,15 +173,48 @@ def _error(exc: BaseException) -> None:
     click.echo(f"dmdet-infer: error: {exc}", err=True)
 
 
-def _input_paths(inputs) -> list[Path]:
-    """Stack files, folders and globs as ``io.input_paths`` expands them; Zarr stores as they are."""
+def _input_paths(inputs) -> tuple[list[Path], list[InputError]]:
+    """Stack files, folders and globs as ``io.input_paths`` expands them; Zarr stores as they are. A spec that
+    names nothing readable (missing file, empty glob, FIFO) is an error of its own, so a batch goes on past it."""
     from .io import input_paths
     from .zarr_io import is_zarr
 
     paths: list[Path] = []
+    errors: list[InputError] = []
     for spec in inputs:
-        paths.extend([Path(spec)] if is_zarr(spec) else input_paths([spec]))
-    return paths
+        try:
+            found = [Path(spec)] if is_zarr(spec) else input_paths([spec])
+        except InputError as exc:
+            errors.append(exc)
+            continue
+        paths.extend(p for p in found if p not in paths)
+    return paths, errors
+
+
+def _check_outputs(paths: list[Path], outputs: list[Path | None]) -> None:
+    """Refuse, before any work, outputs that would destroy data or cannot be written: an output that is an input or
+    another output, an existing path that is not a regular file (device node, FIFO, folder) or is a symbolic link,
+    and a folder that does not exist or is not writable."""
+    inputs = {os.path.realpath(p) for p in paths}
+    seen: set[str] = set()
+    for out in outputs:
+        if out is None:
+            continue
+        real = os.path.realpath(out)
+        if real in inputs:
+            raise InputError(where(out, "the output would overwrite an input stack; choose another output path"))
+        if real in seen:
+            raise InputError(where(out, "two outputs (e.g. -o and --preview) name the same file"))
+        seen.add(real)
+        if out.is_symlink():
+            raise InputError(where(out, "the output is a symbolic link; name the file itself"))
+        if out.exists() and not out.is_file():
+            raise InputError(where(out, "the output exists and is not a regular file (a device, FIFO or folder)"))
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise InputError(where(out, f"the output folder {parent} does not exist"))
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(where(out, f"the output folder {parent} is not writable"))
 
 
 def _threshold(value: str | None) -> float | str | None:
@@ -202,13 +237,18 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
     min_distance = _triple(min_distance, "--min-distance")
     voxel_size = _triple(voxel_size, "--voxel-size")
     tile = _triple(tile, "--tile", int)
-    paths = _input_paths(inputs)
-    targets = _outputs(paths, output)
+    paths, bad = _input_paths(inputs)
+    targets = _outputs(paths, output, several=len(inputs) > 1)
+    _check_outputs(paths, list(targets))
+    for exc in bad:
+        _error(exc)
+    if not paths:
+        return 2
     threads = None if scheduler else max(1, (os.cpu_count() or 1) // workers)
     spec = DetectorSpec(None if model_path is None else str(Path(model_path).resolve()), device, threshold,
                         min_distance, refine, tile, threads, tile_memory, split_pairs, mass_cut)
     spec.build()  # bad options and models fail here, in one line, before a cluster starts
-    code = 0
+    code = 2 if bad else 0
     with connect(scheduler, workers) as client:
         results = detect_many(client, [p.resolve() for p in paths], spec, channel=channel, axes=axes, level=level,
                               voxel_size_um=voxel_size)
@@ -272,9 +312,14 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
     min_distance = _triple(min_distance, "--min-distance")
     voxel_size = _triple(voxel_size, "--voxel-size")
     tile = _triple(tile, "--tile", int)
-    paths = _input_paths(inputs)
-    targets = _outputs(paths, output)
-    pictures = _outputs(paths, preview, ".png") if preview else [None] * len(paths)
+    paths, bad = _input_paths(inputs)
+    targets = _outputs(paths, output, several=len(inputs) > 1)
+    pictures = _outputs(paths, preview, ".png", len(inputs) > 1) if preview else [None] * len(paths)
+    _check_outputs(paths, [*targets, *pictures])
+    for exc in bad:
+        _error(exc)
+    if not paths:
+        return 2
     truth_zyx = read_points(truth) if truth else None
     fixed_size = spot_size in ("auto", "off")
     if not fixed_size:  # fail on a malformed value before any file is read (µm sizes need each stack's voxels)
@@ -285,7 +330,7 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
     detector = Detector(model_path, device=device, threshold=threshold, min_distance=min_distance, refine=refine,
                         tile=tile, tile_memory=tile_memory, split_pairs=split_pairs, mass_cut=mass_cut,
                         spot_size=spot_size if fixed_size else None)
-    code = 0
+    code = 2 if bad else 0
     several = len(paths) > 1
     with _progress(len(paths), "stacks", quiet or not several) as bar:
         for path, target, picture in zip(paths, targets, pictures):

@@ -482,6 +482,8 @@ def input_paths(specs: Sequence[str | os.PathLike[str]]) -> list[Path]:
                 if not tiffs:
                     raise InputError(where(match, "folder has no .tif/.tiff files"))
                 found.extend(tiffs)
+            elif not match.is_file():  # a FIFO would block the read forever; a device is no stack either
+                raise InputError(where(match, "not a regular file (a FIFO, device or socket); give a stack file"))
             else:
                 found.append(match)
     seen: set[str] = set()

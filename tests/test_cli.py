@@ -195,3 +195,52 @@ def test_truth_csv_without_columns_is_refused(stack, tmp_path, pooled_model_path
     assert result.exit_code == 2
     assert "truth.csv" in result.stderr and "z,y,x" in result.stderr
     assert not (tmp_path / "s.csv").exists() and not (tmp_path / "p.png").exists()
+
+
+# --- outputs that would destroy data, and inputs that are not files (issue 16 items 1, 2, 4, 6, 11) ---
+
+
+def test_output_or_preview_naming_the_input_is_refused_and_the_input_kept(stack, tmp_path, pooled_model_path):
+    before = stack.read_bytes()
+    for args in (("-o", stack), ("-o", tmp_path / "s.csv", "--preview", stack),
+                 ("-o", tmp_path / "s.csv", "--preview", tmp_path / "s.csv")):
+        result = run(stack, *args, "--model", pooled_model_path)
+        assert result.exit_code == 2, result.output
+        assert "error:" in result.output and len(result.output.strip().splitlines()) == 1
+        assert stack.read_bytes() == before
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_special_files_and_links_as_output_are_refused(stack, tmp_path, pooled_model_path):
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    target = tmp_path / "kept.csv"
+    target.write_text("keep me")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    for out, reason in ((fifo, "not a regular file"), (link, "symbolic link"), (tmp_path / "no" / "s.csv",
+                                                                                 "does not exist")):
+        result = run(stack, "-o", out, "--model", pooled_model_path)
+        assert result.exit_code == 2 and reason in result.output, result.output
+    assert fifo.exists() and not fifo.is_file() and link.is_symlink() and target.read_text() == "keep me"
+
+
+def test_a_fifo_as_input_is_refused_at_once(tmp_path, pooled_model_path):
+    import os
+
+    fifo = tmp_path / "in.tif"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "dmdet_infer.cli", str(fifo), "-o", str(tmp_path / "s.csv"),
+                           "--model", str(pooled_model_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_missing_file_among_good_ones_does_not_stop_the_batch(stack, tmp_path, pooled_model_path):
+    out = tmp_path / "out"
+    result = run(tmp_path / "missing.tif", stack, tmp_path / "none*.tif", "-o", out, "--model", pooled_model_path)
+    assert result.exit_code == 2
+    assert "missing.tif" in result.output and "none*.tif" in result.output
+    assert (out / "stack.csv").exists() and read_csv(out / "stack.csv")[1].shape[0] == 3
