@@ -264,6 +264,9 @@ def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: s
         raise InputError(where(name, "not enough memory to read this compressed stack; "
                                      "save it uncompressed so that it can be memory-mapped")) from None
     except Exception as exc:  # tifffile raises many kinds on corrupt files
+        if "imagecodecs" in str(exc):  # compressed (LZW, zstd, JPEG...): a missing decoder, not a bad file
+            raise InputError(where(name, f"this TIFF is compressed ({_one_line(exc)}); install the decoders with "
+                                         "`pip install imagecodecs` (or `pip install dmdet[codecs]`)")) from None
         raise InputError(where(name, f"corrupt or unsupported TIFF file ({type(exc).__name__}: "
                                      f"{_one_line(exc)}); re-export it as TIFF")) from None
     data = np.asanyarray(data).reshape(shape)

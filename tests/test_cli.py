@@ -244,3 +244,24 @@ def test_a_missing_file_among_good_ones_does_not_stop_the_batch(stack, tmp_path,
     assert result.exit_code == 2
     assert "missing.tif" in result.output and "none*.tif" in result.output
     assert (out / "stack.csv").exists() and read_csv(out / "stack.csv")[1].shape[0] == 3
+
+
+def test_a_compressed_tiff_without_its_decoder_names_the_package(tmp_path, pooled_model_path):
+    """Issue 16 item 10: an LZW stack is not "corrupt": the message says which package reads it."""
+    pytest.importorskip("tifffile")
+    try:
+        import imagecodecs  # noqa: F401
+        pytest.skip("imagecodecs is installed: LZW stacks are read")
+    except ImportError:
+        pass
+    path = tmp_path / "lzw.tif"
+    tifffile.imwrite(path, render_spots((8, 32, 32), TRUTH[:1]).astype(np.uint16))
+    with tifffile.TiffFile(path) as tif:
+        offsets = [page.tags["Compression"].valueoffset for page in tif.pages]
+    data = bytearray(path.read_bytes())
+    for offset in offsets:  # mark the pages LZW-compressed, as a decoder-less tifffile cannot write them
+        data[offset:offset + 2] = (5).to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    result = run(path, "-o", tmp_path / "s.csv", "--model", pooled_model_path)
+    assert result.exit_code == 2
+    assert "pip install imagecodecs" in result.output and "corrupt" not in result.output
