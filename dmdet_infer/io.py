@@ -232,9 +232,16 @@ def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: s
         raise InputError(where(name, "file not found; check the path"))
     if path.is_dir():
         raise InputError(where(name, "is a folder, not a stack file; give a .tif file"))
+    missing = _MissingData()
+    log = logging.getLogger("tifffile")
+    log.addHandler(missing)
     try:
         with tifffile.TiffFile(path) as tif:
-            if not tif.series:
+            series_list = tif.series  # tifffile reports a series with missing planes here, then zero-fills them
+            if missing.message:
+                raise InputError(where(name, f"incomplete file: {missing.message.rstrip('. ')}; the metadata "
+                                             "promises planes that are not stored (truncated copy?)"))
+            if not series_list:
                 raise InputError(where(name, "TIFF file contains no image; check that it is not corrupt"))
             series = tif.series[0]
             file_axes = series.axes
@@ -269,9 +276,25 @@ def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: s
                                          "`pip install imagecodecs` (or `pip install dmdet[codecs]`)")) from None
         raise InputError(where(name, f"corrupt or unsupported TIFF file ({type(exc).__name__}: "
                                      f"{_one_line(exc)}); re-export it as TIFF")) from None
+    finally:
+        log.removeHandler(missing)
     data = np.asanyarray(data).reshape(shape)
     tzyx, has_time = normalise_axes(data, file_axes, channel, name)
     return Stack(tzyx, file_axes, voxel, path, has_time)
+
+
+class _MissingData(logging.Handler):
+    """Catches tifffile's warning that a series misses planes it then zero-fills (e.g. OME SizeZ beyond the
+    stored pages): such a stack would be silently misread."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.message = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "missing" in text.lower() and "zero" in text.lower() and not self.message:
+            self.message = " ".join(text.split())[:200]
 
 
 def _one_line(exc: BaseException) -> str:

@@ -265,3 +265,16 @@ def test_a_compressed_tiff_without_its_decoder_names_the_package(tmp_path, poole
     result = run(path, "-o", tmp_path / "s.csv", "--model", pooled_model_path)
     assert result.exit_code == 2
     assert "pip install imagecodecs" in result.output and "corrupt" not in result.output
+
+
+def test_an_ome_tiff_promising_more_planes_than_stored_is_refused(tmp_path, pooled_model_path):
+    """Issue 16 item 3: SizeZ 100 with 10 planes stored was read zero-filled, with a third of the spots."""
+    path = tmp_path / "short.ome.tif"
+    tifffile.imwrite(path, render_spots((10, 32, 32), TRUTH[:1]).astype(np.uint16), ome=True,
+                     metadata={"axes": "ZYX"})
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata
+    tifffile.tiffcomment(path, xml.replace('SizeZ="10"', 'SizeZ="100"').encode())
+    result = run(path, "-o", tmp_path / "s.csv", "--model", pooled_model_path)
+    assert result.exit_code == 2 and "incomplete file" in result.output and "90" in result.output, result.output
+    assert not (tmp_path / "s.csv").exists()
