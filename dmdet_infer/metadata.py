@@ -7,6 +7,7 @@ package reads them with :func:`from_props`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -105,10 +106,52 @@ def from_props(props: dict[str, str]) -> ModelInfo:
     missing = [k for k in ModelInfo.REQUIRED if k not in values]
     if missing:
         raise ValueError("missing dmdet metadata " + ", ".join(PREFIX + k for k in missing))
-    for name in ("stride_zyx", "halo_zyx", "sigma_zyx", "min_distance_zyx", "voxel_size_um", "spot_sigma_zyx"):
+    _check_types(values)
+    for name in TRIPLES:
         if values.get(name) is not None:
             values[name] = tuple(values[name])
     if values.get("spot_sigma_range_zyx") is not None:
         values["spot_sigma_range_zyx"] = tuple(tuple(r) for r in values["spot_sigma_range_zyx"])
     values["threshold"] = float(values["threshold"])
-    return ModelInfo(**values)
+    try:
+        return ModelInfo(**values)
+    except ValueError:
+        raise
+    except Exception as exc:  # a value of the right type but the wrong inside (e.g. a calibration's rows)
+        raise ValueError(f"malformed dmdet metadata ({type(exc).__name__}: {exc})") from None
+
+
+TRIPLES = ("stride_zyx", "halo_zyx", "sigma_zyx", "min_distance_zyx", "voxel_size_um", "spot_sigma_zyx")
+_TYPES: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "normalisation": (dict,), "training_data": (str,), "validation_scores": (dict,),
+    "config": (dict,), "name": (str,), "noise_peaks": (dict, type(None)), "precision": (str,),
+    "format_version": (int,),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_types(values: dict[str, Any]) -> None:
+    """Each key's JSON type and range, so that a malformed model is refused naming the key (not a traceback)."""
+    def bad(name: str, what: str) -> ValueError:
+        return ValueError(f"{PREFIX}{name} must be {what}, got {json.dumps(values[name])[:80]}")
+
+    for name, types in _TYPES.items():
+        if name in values and not isinstance(values[name], types):
+            raise bad(name, "a " + " or ".join("null" if t is type(None) else t.__name__ for t in types))
+    required = ("stride_zyx", "halo_zyx")
+    for name in TRIPLES:
+        value = values.get(name)
+        if value is None and name not in required:
+            continue
+        if not (isinstance(value, list) and len(value) == 3 and all(_is_number(v) for v in value)):
+            raise bad(name, "a list of 3 numbers")
+    rng = values.get("spot_sigma_range_zyx")
+    if rng is not None and not (isinstance(rng, list) and len(rng) == 3 and all(
+            isinstance(r, list) and len(r) == 2 and all(_is_number(v) for v in r) for r in rng)):
+        raise bad("spot_sigma_range_zyx", "3 [low, high] pairs of numbers")
+    t = values["threshold"]
+    if not (_is_number(t) and 0.0 <= t < 1.0):
+        raise bad("threshold", "a number in [0, 1)")

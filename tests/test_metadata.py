@@ -45,3 +45,41 @@ def test_newer_format_is_refused_and_unknown_keys_ignored():
 
 def test_modelinfo_is_hashable_value_object():
     assert isinstance(default_info(), ModelInfo)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("stride_zyx", '"abc"'), ("halo_zyx", "null"), ("threshold", "[0.5]"), ("threshold", "NaN"),
+    ("threshold", "1.5"), ("noise_peaks", "[1, 2]"), ("normalisation", '"local"'), ("sigma_zyx", '[1, "x", 2]'),
+    ("spot_sigma_range_zyx", "[[1, 2]]"), ("config", "3"), ("noise_peaks", '{"thresholds": "x"}'),
+])
+def test_malformed_values_are_refused_naming_the_key(key, value):
+    """Issue 16 item 5: each of these gave a traceback; now a ValueError that names the key."""
+    props = to_props(default_info())
+    props["dmdet." + key] = value
+    with pytest.raises(ValueError, match=key):
+        from_props(props)
+
+
+def test_a_model_with_malformed_metadata_is_refused_in_one_line(tmp_path):
+    import onnx
+    from click.testing import CliRunner
+    from onnx_models import render_spots
+
+    from dmdet_infer.cli import main
+    from dmdet_infer.model import default_model_path
+
+    model = onnx.load(str(default_model_path()))
+    for prop in model.metadata_props:
+        if prop.key == "dmdet.halo_zyx":
+            prop.value = "null"
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    import numpy as np
+    import tifffile
+
+    stack = tmp_path / "s.tif"
+    tifffile.imwrite(stack, render_spots((8, 32, 32), np.array([[3.0, 10.0, 12.0]])).astype(np.uint16))
+    result = CliRunner().invoke(main, [str(stack), "-o", str(tmp_path / "s.csv"), "--model", str(bad)])
+    assert result.exit_code == 2, result.output
+    assert "halo_zyx" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
