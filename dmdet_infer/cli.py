@@ -111,7 +111,7 @@ def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv", sever
 @click.option("--axes", metavar="AXES", help="Axes of the file when its metadata is wrong or missing, e.g. TZYX.")
 @click.option("--tile", metavar="Z,Y,X",
               help="Largest block sent to the network at once. Default: automatic. Example: 10,256,256")
-@click.option("--tile-memory", type=click.FloatRange(min=0.05), metavar="GIB",
+@click.option("--tile-memory", type=click.FloatRange(min=0.05, max=1e6), metavar="GIB",
               help="Most memory one tile may use, in GiB, when --tile is not given. Default: a quarter of the "
                    "free RAM (of the free GPU memory with CUDA), at most 2. Example: --tile-memory 8")
 @click.option("--refine", type=click.Choice(["lsq", "gaussian", "parabolic", "centroid", "none"]), default="lsq",

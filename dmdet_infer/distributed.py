@@ -110,8 +110,9 @@ def connect(scheduler: str | None = None, workers: int | None = None, threads: i
     if scheduler:
         try:
             client = Client(scheduler, timeout=30)
-        except OSError as exc:
-            raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
+        except (OSError, ValueError, TypeError) as exc:  # unreachable, or an address dask cannot parse
+            raise InputError(f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())[:160]})") \
+                from None
         with client:
             yield client
         return

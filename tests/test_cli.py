@@ -278,3 +278,13 @@ def test_an_ome_tiff_promising_more_planes_than_stored_is_refused(tmp_path, pool
     result = run(path, "-o", tmp_path / "s.csv", "--model", pooled_model_path)
     assert result.exit_code == 2 and "incomplete file" in result.output and "90" in result.output, result.output
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_unusable_tile_memory_and_scheduler_give_one_line(stack, tmp_path, pooled_model_path):
+    """Issue 16 item 5: --tile-memory inf and --scheduler garbage://x gave tracebacks."""
+    for args in (("--tile-memory", "inf"), ("--scheduler", "garbage://x")):
+        proc = subprocess.run([sys.executable, "-m", "dmdet_infer.cli", str(stack), "-o", str(tmp_path / "s.csv"),
+                               "--model", str(pooled_model_path), *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and "rror:" in proc.stderr, proc.stderr  # click usage or one line
+        assert args[0] in proc.stderr
