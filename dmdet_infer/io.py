@@ -419,7 +419,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", encoding: str |
     if path.is_dir():
         raise InputError(where(path, "cannot write: this is a folder; give a file name"))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=parent)  # long names fit
     except OSError as exc:
         raise InputError(where(path, f"cannot write: {exc.strerror or exc}")) from None
     try:

@@ -411,3 +411,14 @@ def test_input_paths(tmp_path):
         input_paths([str(empty)])
     with pytest.raises(InputError):
         input_paths([])
+
+
+def test_atomic_write_accepts_names_up_to_the_file_system_limit(tmp_path):
+    """Issue 16 item 11: outputs named with 244-255 characters failed because the temporary name was longer."""
+    from dmdet_infer.io import atomic_write
+
+    path = tmp_path / ("s" * 251 + ".csv")
+    with atomic_write(path, "w") as f:
+        f.write("z,y,x\n")
+    assert path.read_text() == "z,y,x\n"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
