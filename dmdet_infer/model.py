@@ -105,7 +105,14 @@ class Model:
 
     def run(self, block: np.ndarray) -> np.ndarray:
         """Density map of a normalised (Z,Y,X) float32 block whose shape is a multiple of the stride."""
-        x = np.ascontiguousarray(block, dtype=np.float32)[None, None]
+        out = self._forward(np.ascontiguousarray(block, dtype=np.float32)[None, None])
+        if out.shape != block.shape or out.dtype.kind != "f":  # a wrong network must not be read as spots
+            raise InputError(where(self.path, f"the network returned {out.dtype} {out.shape} for an input of "
+                                              f"{tuple(block.shape)}; a dmdet model returns a float map of the "
+                                              "input's shape"))
+        return out
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         if self.io_binding:
             return self._run_bound(x)[0, 0]
         if self.io_binding is None:  # first use on CUDA: fall back to session.run for good if binding fails

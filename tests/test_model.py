@@ -73,3 +73,21 @@ def test_io_binding_failure_falls_back_to_session_run_once(model_path):
         np.testing.assert_array_equal(model.run(x), plain)
     assert model.io_binding is False and model.io_binding_error
     np.testing.assert_array_equal(model.run(x), plain)  # no second warning, no second try
+
+
+def test_a_network_returning_another_shape_is_refused(tmp_path):
+    """Issue 16 item 11: the model's output shape was never checked. A network that halves y and x (a pool
+    without its upsampling) must not have its map read as spots."""
+    import onnx
+
+    model = smoothing_model(pool=True)
+    graph = model.graph
+    resize = next(n for n in graph.node if n.op_type == "Resize")
+    mul = next(n for n in graph.node if n.op_type == "Mul")
+    mul.input[0] = resize.input[0]  # skip the upsampling: the output is half the input's size in y and x
+    graph.node.remove(resize)
+    path = tmp_path / "half.onnx"
+    onnx.save(model, str(path))
+    m = Model(path, device="cpu")
+    with pytest.raises(InputError, match="returned"):
+        m.run(np.zeros((4, 16, 16), np.float32))
