@@ -233,7 +233,7 @@ def choose(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallb
     worst, nearest, excess = noise_rates(s, n_voxels, calibration)
     grid = np.asarray(calibration["thresholds"], np.float64)
     i, _ = _search(_above(s, grid)[:, None], worst[:, :1], nearest[:, :1], excess, n_voxels, calibration, fallback,
-                   None if decoy is None else lambda: decoy_rates(decoy(), calibration)[:, :1])
+                   None if decoy is None else lambda: decoy_rates(decoy(), calibration, s, n_voxels)[:, :1])
     return NOTHING if i is None else float(grid[i]) if i >= 0 else float(fallback)
 
 
@@ -245,16 +245,31 @@ def _above_cuts(scores: np.ndarray, photons: np.ndarray, grid: np.ndarray, level
     return np.stack([_above(s[m > a], grid) for a in levels], axis=1)
 
 
-def decoy_rates(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str, Any]) -> np.ndarray:
+def decoy_rates(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str, Any],
+                stack_scores: np.ndarray | None = None, n_voxels: int | None = None) -> np.ndarray:
     """Per-voxel rates, over the grid of :func:`choose_cut` (score, and ``-inf`` then each mass level), of the
     peaks that the network finds in the stack's negated input (``decoy``: their scores, photometric masses and
     the voxels searched), with a 2-sd upper bound on each count. Negation keeps the stack's own noise and
-    structure and turns every real spot into a hole, so these peaks estimate the false peaks of this stack."""
+    structure and turns every real spot into a hole, so these peaks estimate the false peaks of this stack.
+
+    Skewed noise (few photons) makes fewer peaks once negated than as it is. With the stack's own scores
+    (``stack_scores`` over ``n_voxels``), the rates are scaled up, never down, so that the decoy's peaks in
+    :data:`EXCESS_BAND`, where real spots rarely score, are as many per voxel as the stack's (their lower 2-sd
+    bound): the scaling that the calibrated noise models get."""
     scores, photons, voxels = decoy
     grid = np.asarray(calibration["thresholds"], np.float64)
     levels = np.r_[-np.inf, np.asarray(calibration.get("photons", []), np.float64)]
     counts = _above_cuts(scores, photons, grid, levels).astype(np.float64)
-    return (counts + 2.0 * np.sqrt(counts)) / max(int(voxels), 1)
+    rates = (counts + 2.0 * np.sqrt(counts)) / max(int(voxels), 1)
+    if stack_scores is not None and n_voxels:
+        def band(s: np.ndarray) -> float:
+            s = np.asarray(s, np.float64)
+            return float(np.count_nonzero((s > EXCESS_BAND[0]) & (s <= EXCESS_BAND[1])))
+        own = band(stack_scores)
+        own = max(own - 2.0 * np.sqrt(own), 0.0) / float(n_voxels)
+        negated = (band(scores) + 1.0) / max(int(voxels), 1)
+        rates = rates * max(1.0, own / negated)
+    return rates
 
 
 def _search(above: np.ndarray, worst: np.ndarray, nearest: np.ndarray, excess: float, n_voxels: int,
@@ -302,7 +317,8 @@ def choose_cut(
     levels = np.r_[-np.inf, np.asarray(calibration["photons"], np.float64)]
     worst, nearest, excess = noise_rates(np.asarray(scores, np.float64).reshape(-1), n_voxels, calibration)
     i, j = _search(_above_cuts(scores, photons, grid, levels), worst, nearest, excess, n_voxels, calibration,
-                   fallback, None if decoy is None else lambda: decoy_rates(decoy(), calibration))
+                   fallback, None if decoy is None else lambda: decoy_rates(decoy(), calibration,
+                                                                                 np.asarray(scores), n_voxels))
     if i is None:
         return NOTHING, -np.inf
     if i < 0:

@@ -245,3 +245,20 @@ def test_background_correlation_tells_white_noise_from_texture():
     texture = texture / texture.std() + 0.3 * white
     assert abs(correlation(white)) < 0.02
     assert correlation(texture) > 0.3
+
+
+def test_decoy_rates_are_scaled_up_to_the_stacks_own_low_band_never_down():
+    """Skewed (few-photon) noise makes fewer peaks once negated: the decoy is scaled to the stack's own level
+    in EXCESS_BAND (this let a Poisson-3 noise stack of 40x256x256 get 344 spots)."""
+    from dmdet_infer.threshold import decoy_rates
+
+    cal = {"thresholds": [0.1, 0.5, 0.9], "photons": [10.0]}
+    rng = np.random.default_rng(0)
+    decoy_scores = np.r_[rng.uniform(0.06, 0.24, 100), [0.6, 0.95]]
+    decoy = (decoy_scores, np.full(decoy_scores.size, 50.0), 1_000_000)
+    plain = decoy_rates(decoy, cal)
+    skewed_stack = rng.uniform(0.06, 0.24, 800)  # 8x the decoy's band count on as many voxels
+    scaled = decoy_rates(decoy, cal, skewed_stack, 1_000_000)
+    assert np.all(scaled >= plain) and 5.0 < scaled[1, 0] / plain[1, 0] < 8.0
+    quiet_stack = rng.uniform(0.06, 0.24, 20)  # fewer than the decoy: never scaled down
+    np.testing.assert_array_equal(decoy_rates(decoy, cal, quiet_stack, 1_000_000), plain)
