@@ -30,28 +30,8 @@ python3 --version
 ls /tmp/site | head -20
 
 step "CUDA libraries of the nvidia-* pip packages -> LD_LIBRARY_PATH (for the CLI's child process too)"
-NV_LIBS=$(python3 - <<'EOF'
-import glob, os
-dirs = []
-try:
-    import nvidia
-    for base in list(nvidia.__path__):
-        for f in sorted(glob.glob(os.path.join(base, "**", "lib*.so*"), recursive=True)):
-            d = os.path.dirname(f)
-            if d not in dirs:
-                dirs.append(d)
-except Exception as exc:
-    import sys
-    print(f"no nvidia packages: {exc}", file=sys.stderr)
-try:
-    import torch
-    dirs.append(os.path.join(os.path.dirname(torch.__file__), "lib"))
-except Exception:
-    pass
-print(":".join(dirs))
-EOF
-)
-export LD_LIBRARY_PATH="${NV_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# benchmarks.gpu.cuda_library_path: those folders and torch's, ahead of what was set
+export LD_LIBRARY_PATH="$(python3 -c 'from benchmarks.gpu import cuda_library_path; print(cuda_library_path())')"
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 
 if [[ $STEPS == *check* ]]; then

@@ -314,7 +314,7 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
     tile = _triple(tile, "--tile", int)
     paths, bad = _input_paths(inputs)
     targets = _outputs(paths, output, several=len(inputs) > 1)
-    pictures = _outputs(paths, preview, ".png", len(inputs) > 1) if preview else [None] * len(paths)
+    pictures = _outputs(paths, preview, ".png", several=len(inputs) > 1) if preview else [None] * len(paths)
     _check_outputs(paths, [*targets, *pictures])
     for exc in bad:
         _error(exc)

@@ -8,8 +8,7 @@ Nothing here is needed on the CPU, and nothing here raises.
 
 from __future__ import annotations
 
-CUDA = "CUDAExecutionProvider"
-
+from .model import CUDA
 
 _DONE: list[str] = []
 

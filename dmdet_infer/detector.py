@@ -439,14 +439,13 @@ class Detector:
                 yield self.tile_candidates(volume, core, stats)
             return
         margin = self._margin(self.measure_level)
-        density: Callable = self._tile_density
         with ThreadPoolExecutor(1, thread_name_prefix="dmdet-tile") as pool:
-            ahead = pool.submit(density, volume, cores[0], stats, margin)
+            ahead = pool.submit(self._tile_density, volume, cores[0], stats, margin)
             try:
                 for k, core in enumerate(cores):
                     first = ahead.result()
                     if k + 1 < len(cores):
-                        ahead = pool.submit(density, volume, cores[k + 1], stats, margin)
+                        ahead = pool.submit(self._tile_density, volume, cores[k + 1], stats, margin)
                     yield self.tile_candidates(volume, core, stats, first=first)
             finally:
                 ahead.cancel()

@@ -243,7 +243,7 @@ def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: s
                                              "promises planes that are not stored (truncated copy?)"))
             if not series_list:
                 raise InputError(where(name, "TIFF file contains no image; check that it is not corrupt"))
-            series = tif.series[0]
+            series = series_list[0]
             file_axes = series.axes
             shape = tuple(series.shape)
             dtype = np.dtype(series.dtype)

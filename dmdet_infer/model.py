@@ -36,15 +36,15 @@ def _providers(device: str, tf32: bool = True) -> list:
     available = ort.get_available_providers()
     if device == "cpu" or (device == "auto" and CUDA not in available):
         return [CPU]
-    if device == "cuda" and CUDA in available:
-        from .cuda import preload
-
-        preload(use_torch=False)  # CUDA/cuDNN from the nvidia-* pip packages, where they are (never raises)
     if CUDA not in available:
         raise InputError(
             "CUDA requested but this onnxruntime has no CUDA provider; install it with "
             "`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`, or use --device cpu"
         )
+    if device == "cuda":
+        from .cuda import preload
+
+        preload(use_torch=False)  # CUDA/cuDNN from the nvidia-* pip packages, where they are (never raises)
     return [(CUDA, cuda_options(tf32)), CPU]
 
 

@@ -180,6 +180,12 @@ EXCESS_BAND = (0.05, 0.25)
 STRUCTURED = 2.0
 
 
+def _in_band(scores: np.ndarray) -> float:
+    """Peaks scoring in :data:`EXCESS_BAND`: the level of a stack's (or a decoy's) false peaks."""
+    s = np.asarray(scores, np.float64)
+    return float(np.count_nonzero((s > EXCESS_BAND[0]) & (s <= EXCESS_BAND[1])))
+
+
 def noise_rates(scores: np.ndarray, n_voxels: int,
                 calibration: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float]:
     """The false-peak rates per voxel to expect in this stack (the worst and the nearest, below), and how
@@ -197,8 +203,7 @@ def noise_rates(scores: np.ndarray, n_voxels: int,
     if "per_voxel_models" not in calibration:
         return full, full, 1.0
     grid = np.asarray(calibration["thresholds"], np.float64)
-    s = np.asarray(scores, np.float64)
-    observed = float(np.count_nonzero((s > EXCESS_BAND[0]) & (s <= EXCESS_BAND[1])))
+    observed = _in_band(scores)
     upper = observed + 2.0 * np.sqrt(observed) + 1.0
     models = np.asarray(calibration["per_voxel_models"], np.float64)
     cuts = np.asarray(calibration["per_voxel_cut_models"], np.float64) if cut else None
@@ -262,12 +267,9 @@ def decoy_rates(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str
     counts = _above_cuts(scores, photons, grid, levels).astype(np.float64)
     rates = (counts + 2.0 * np.sqrt(counts)) / max(int(voxels), 1)
     if stack_scores is not None and n_voxels:
-        def band(s: np.ndarray) -> float:
-            s = np.asarray(s, np.float64)
-            return float(np.count_nonzero((s > EXCESS_BAND[0]) & (s <= EXCESS_BAND[1])))
-        own = band(stack_scores)
+        own = _in_band(stack_scores)
         own = max(own - 2.0 * np.sqrt(own), 0.0) / float(n_voxels)
-        negated = (band(scores) + 1.0) / max(int(voxels), 1)
+        negated = (_in_band(scores) + 1.0) / max(int(voxels), 1)
         rates = rates * max(1.0, own / negated)
     return rates
 

@@ -31,7 +31,6 @@ PARITY_TOLERANCE = 1e-4
 #: fp16 graph (ONNX Runtime) against the fp32 PyTorch model: half precision rounds every layer's activations
 #: (measured 7e-4 on a 8x64x64 random input for the w8 model; the map is a sigmoid in [0, 1]).
 FP16_PARITY_TOLERANCE = 1e-2
-PRECISIONS = ("fp32", "fp16")
 PARITY_SHAPE = (2, 1, 10, 50, 47)  # not a multiple of the stride in y/x: padded before the check
 
 

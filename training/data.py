@@ -99,8 +99,8 @@ def _cache_path(spec: DataSpec, index: int) -> Path | None:
     key = {k: v for k, v in dataclasses.asdict(spec).items() if k in ("shape", "snr", "density", "nuisance", "seed")}
     if spec.generator != "ptc":
         key["generator"] = spec.generator
-    for name, default in (("ptc_share", 0.25), ("bright_share", 0.0)):  # keys of older pools stay as they were
-        if getattr(spec, name) != default:
+    for name in ("ptc_share", "bright_share"):  # at their defaults, the keys of older pools stay as they were
+        if getattr(spec, name) != DataSpec.__dataclass_fields__[name].default:
             key[name] = getattr(spec, name)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return Path(spec.cache_dir) / f"sim-{digest}" / f"{index:06d}.npz"

@@ -17,8 +17,15 @@ from pathlib import Path
 
 from training.config import TrainConfig
 from training.data import load_split, pad_to_stride
-from training.network import count_params, receptive_halo, stride
-from training.train import FINE_THRESHOLDS, best_threshold, build_model, load_checkpoint, save_atomic, score_thresholds
+from training.train import (
+    FINE_THRESHOLDS,
+    best_threshold,
+    build_model,
+    load_checkpoint,
+    record_tuning,
+    save_atomic,
+    score_thresholds,
+)
 
 
 def finalise_cpu(source: str | Path, destination: str | Path, workers: int = 2) -> dict:
@@ -42,12 +49,8 @@ def finalise_cpu(source: str | Path, destination: str | Path, workers: int = 2) 
     net = build_model(cfg)
     net.load_state_dict(ck["model"])
     out = {k: v for k, v in ck.items() if k != "optimizer"}
-    out.update(threshold=thr, val_scores={"norm": "running", "threshold": thr, **scores},
-               stride=list(stride(net)), halo=list(receptive_halo(net)), params=count_params(net),
-               finalised="on a CPU with the exported network (training.finalise_cpu); no instance-norm comparison")
-    last = source.parent / "last.pt"
-    if last.exists():
-        out["total_steps"] = load_checkpoint(last)["step"]
+    record_tuning(out, net, thr, scores, source.parent)
+    out["finalised"] = "on a CPU with the exported network (training.finalise_cpu); no instance-norm comparison"
     save_atomic(out, Path(destination))
     summary = {"threshold": thr, "val_f1": scores["f1_mean"], "val_stacks": len(items),
                "seconds": round(time.perf_counter() - t0, 1)}

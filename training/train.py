@@ -355,15 +355,9 @@ def finalise(
         result[mode] = best_threshold(table)
     set_norm_mode(model, "running")
     thr, scores = result["running"]
-    ck["threshold"] = thr
-    ck["val_scores"] = {"norm": "running", "threshold": thr, **scores}
+    record_tuning(ck, model, thr, scores, out)
     ck["val_scores_instance_norm"] = {"norm": "instance", "threshold": result["instance"][0],
                                       **result["instance"][1]}
-    ck["stride"] = list(stride(model))
-    ck["halo"] = list(receptive_halo(model))
-    ck["params"] = count_params(model)
-    if (out / "last.pt").exists():
-        ck["total_steps"] = load_checkpoint(out / "last.pt")["step"]
     save_atomic(ck, out / "best.pt")
     summary = {
         "stop_reason": stop, "best_step": ck.get("best_step", ck.get("step")), "threshold": thr,
@@ -377,6 +371,18 @@ def finalise(
     if progress:
         print(json.dumps(summary, indent=2, default=float))
     return summary
+
+
+def record_tuning(ck: dict[str, Any], model: DetNet3D, thr: float, scores: dict[str, Any], run_dir: Path) -> None:
+    """Store in checkpoint ``ck`` the threshold tuned on validation (running statistics) with its scores, the
+    network's stride, halo and size, and the run's total steps (from ``run_dir/last.pt`` when it exists)."""
+    ck["threshold"] = thr
+    ck["val_scores"] = {"norm": "running", "threshold": thr, **scores}
+    ck["stride"] = list(stride(model))
+    ck["halo"] = list(receptive_halo(model))
+    ck["params"] = count_params(model)
+    if (run_dir / "last.pt").exists():
+        ck["total_steps"] = load_checkpoint(run_dir / "last.pt")["step"]
 
 
 def evaluate(
