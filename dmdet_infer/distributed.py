@@ -3,7 +3,7 @@
 Each frame of each input is cut into the detector's tiles; one task per tile computes the tile's density (core
 plus margin) and returns its peak candidates; the client merges each frame's candidates with the global
 min-distance suppression, so the spots equal single-process :meth:`Detector.detect` (no duplicates on seams).
-Workers open the inputs themselves (memmap TIFF, Zarr: shared storage, nothing large travels) and keep one
+Workers open the inputs themselves (TIFF and Zarr read lazily: shared storage, nothing large travels) and keep one
 :class:`Detector` (one ONNX Runtime session) per process, reused by every task. In-memory arrays are scattered.
 """
 

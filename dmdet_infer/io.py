@@ -1,7 +1,8 @@
 """Read stacks (TIFF, OME-TIFF, ImageJ hyperstacks) into TZYX and write outputs atomically.
 
-Reading is lazy: an uncompressed, contiguous file comes back as a read-only ``numpy.memmap`` of the file
-itself (tifffile does the parsing); anything else is read into memory. Values are not checked here: call
+Reading is lazy: an uncompressed, contiguous file comes back as a :class:`~dmdet_infer.lazy.LazyArray` that reads
+the voxels it is sliced for with plain file reads (tifffile does the parsing; no memory map, whose reads die with
+SIGBUS when the file shrinks); anything else is read into memory. Values are not checked here: call
 :func:`check_finite` once the pipeline is about to use them.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 import tifffile
 
 from .errors import InputError, where
+from .lazy import FileArray, tzyx_view
 
 # tifffile logs warnings about corrupt files; without this, Python's last-resort handler would print them
 # next to our one-line error. Applications that configure logging still receive them.
@@ -73,7 +75,7 @@ class Stack:
     def __repr__(self) -> str:
         return (f"Stack(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, axes={self.axes!r}, "
                 f"voxel_size_um={self.voxel_size_um}, path={self.path}, has_time={self.has_time}, "
-                f"memmap={isinstance(self.data, np.memmap)})")
+                f"lazy={not isinstance(self.data, np.ndarray)})")
 
     @classmethod
     def from_array(cls, array: Any, axes: str | None = None,
@@ -225,21 +227,28 @@ def release_pages(array: object) -> None:
 
 
 def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: str | None = None) -> Stack:
-    """Read a TIFF / OME-TIFF / ImageJ stack as TZYX (memmap when the file allows)."""
+    """Read a TIFF / OME-TIFF / ImageJ stack as TZYX: uncompressed contiguous data lazily (a :class:`LazyArray`
+    over a :class:`FileArray`, read with plain file reads when sliced), anything else into memory."""
     path = Path(path)
     name = str(path)
     if not path.exists():
         raise InputError(where(name, "file not found; check the path"))
     if path.is_dir():
         raise InputError(where(name, "is a folder, not a stack file; give a .tif file"))
-    missing = _MissingData()
+    problems = _Problems()
     log = logging.getLogger("tifffile")
-    log.addHandler(missing)
+    log.addHandler(problems)
+    handle = None
+    lazy = False
     try:
-        with tifffile.TiffFile(path) as tif:
+        handle = open(path, "rb")  # noqa: SIM115  (kept open by a lazy stack; tifffile parses this very file)
+        with tifffile.TiffFile(handle) as tif:
             series_list = tif.series  # tifffile reports a series with missing planes here, then zero-fills them
-            if missing.message:
-                raise InputError(where(name, f"incomplete file: {missing.message.rstrip('. ')}; the metadata "
+            if problems.truncated:
+                raise InputError(where(name, f"truncated or incomplete file: {len(tif.pages)} page(s) readable, "
+                                             f"then {problems.truncated}; copy or export it again"))
+            if problems.missing:
+                raise InputError(where(name, f"incomplete file: {problems.missing.rstrip('. ')}; the metadata "
                                              "promises planes that are not stored (truncated copy?)"))
             if not series_list:
                 raise InputError(where(name, "TIFF file contains no image; check that it is not corrupt"))
@@ -259,8 +268,10 @@ def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: s
             normalise_axes(np.broadcast_to(np.zeros((), dtype), shape), file_axes, channel, name)
             voxel = _voxel_size(tif)
             if series.dataoffset is not None:
-                data = series.asarray(out="memmap")
+                source = FileArray(handle, name, series.dataoffset, shape, np.dtype(tif.byteorder + dtype.char))
+                lazy = True
             else:
+                _check_segments(series, os.fstat(handle.fileno()).st_size, name)
                 data = series.asarray()
     except InputError:
         raise
@@ -269,7 +280,9 @@ def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: s
                                      "check the file type or re-export it as TIFF")) from None
     except MemoryError:
         raise InputError(where(name, "not enough memory to read this compressed stack; "
-                                     "save it uncompressed so that it can be memory-mapped")) from None
+                                     "save it uncompressed so that it can be read lazily")) from None
+    except OSError as exc:
+        raise InputError(where(name, f"cannot read the file ({exc.strerror or _one_line(exc)})")) from None
     except Exception as exc:  # tifffile raises many kinds on corrupt files
         if "imagecodecs" in str(exc):  # compressed (LZW, zstd, JPEG...): a missing decoder, not a bad file
             raise InputError(where(name, f"this TIFF is compressed ({_one_line(exc)}); install the decoders with "
@@ -277,24 +290,48 @@ def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: s
         raise InputError(where(name, f"corrupt or unsupported TIFF file ({type(exc).__name__}: "
                                      f"{_one_line(exc)}); re-export it as TIFF")) from None
     finally:
-        log.removeHandler(missing)
+        log.removeHandler(problems)
+        if handle is not None and not lazy:
+            handle.close()
+    if lazy:
+        tzyx, has_time = tzyx_view(source, file_axes, channel)
+        return Stack(tzyx, file_axes, voxel, path, has_time)  # type: ignore[arg-type]
     data = np.asanyarray(data).reshape(shape)
     tzyx, has_time = normalise_axes(data, file_axes, channel, name)
     return Stack(tzyx, file_axes, voxel, path, has_time)
 
 
-class _MissingData(logging.Handler):
-    """Catches tifffile's warning that a series misses planes it then zero-fills (e.g. OME SizeZ beyond the
-    stored pages): such a stack would be silently misread."""
+def _check_segments(series: Any, size: int, name: str) -> None:
+    """Refuse a series whose stored strips or tiles end beyond the end of the file (a truncated copy), which
+    tifffile would read short or zero-filled."""
+    end = 0
+    for page in series.pages:
+        if page is None:
+            continue
+        for offset, count in zip(page.dataoffsets, page.databytecounts):
+            end = max(end, int(offset) + int(count))
+    if end > size:
+        raise InputError(where(name, f"incomplete file: the image data ends at byte {end} but the file has {size} "
+                                     "bytes (truncated copy?); copy or export it again"))
+
+
+class _Problems(logging.Handler):
+    """Catches tifffile's reports of a damaged file that it would otherwise read silently: a series missing
+    planes that it then zero-fills (e.g. OME SizeZ beyond the stored pages), and a page list that runs past the end
+    of the file (a truncated multi-page file, which would be read as its first pages, e.g. a "2D image")."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.message = ""
+        self.missing = ""
+        self.truncated = ""
 
     def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if "missing" in text.lower() and "zero" in text.lower() and not self.message:
-            self.message = " ".join(text.split())[:200]
+        text = " ".join(record.getMessage().split())
+        low = text.lower()
+        if "missing" in low and "zero" in low and not self.missing:
+            self.missing = text[:200]
+        elif ("invalid page offset" in low or "invalid offset to page" in low) and not self.truncated:
+            self.truncated = "the next page lies beyond the end of the file"
 
 
 def _one_line(exc: BaseException) -> str:

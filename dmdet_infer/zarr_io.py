@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import InputError, where
 from .io import Stack, _check_axes, _check_dtype, _check_voxel_size, _unit_factor, normalise_axes, read_stack
+from .lazy import LazyArray, tzyx_view
 
 __all__ = ["LazyArray", "is_zarr", "read_input", "read_zarr"]
 
@@ -37,79 +38,6 @@ def is_zarr(path: str | os.PathLike) -> bool:
     if not p.is_dir():
         return False
     return p.suffix.lower() == ".zarr" or any((p / f).exists() for f in ("zarr.json", ".zarray", ".zgroup"))
-
-
-class LazyArray:
-    """A read-on-index view of a chunked array with some axes fixed (dropped) and the rest reordered."""
-
-    def __init__(self, source: Any, fixed: dict[int, int], order: list[int | None]):
-        self.source = source  # the zarr array
-        self.fixed = dict(fixed)  # source axis -> index
-        self.order = list(order)  # view axis -> source axis, or None for a new axis of length 1
-        self.dtype = np.dtype(source.dtype)
-        self.shape = tuple(1 if a is None else int(source.shape[a]) for a in self.order)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __repr__(self) -> str:
-        return f"LazyArray(shape={self.shape}, dtype={self.dtype})"
-
-    def __getitem__(self, key: Any):
-        """Integers only: a lazy view without those axes. With slices: the selected voxels as numpy."""
-        key = key if isinstance(key, tuple) else (key,)
-        if not all(isinstance(k, (int, np.integer, slice)) for k in key) or len(key) > self.ndim:
-            raise IndexError(f"LazyArray takes up to {self.ndim} integers and slices, got {key!r}")
-        only_ints = not any(isinstance(k, slice) for k in key)
-        key = key + (slice(None),) * (self.ndim - len(key))
-        if only_ints:
-            return self._view(key)
-        if any(isinstance(k, (int, np.integer)) for k in key):  # integers first, then slices
-            sub = self._view(tuple(k if isinstance(k, (int, np.integer)) else slice(None) for k in key))
-            return sub[tuple(k for k in key if isinstance(k, slice))]
-        src: list[Any] = [slice(None)] * len(self.source.shape)
-        for axis, index in self.fixed.items():
-            src[axis] = index
-        new_axes = []
-        for i, (a, k) in enumerate(zip(self.order, key)):
-            if a is None:
-                new_axes.append(i)
-            else:
-                src[a] = k
-        data = np.asarray(self.source[tuple(src)])
-        kept = [a for a in self.order if a is not None]
-        by_source = sorted(kept)
-        data = data.transpose([by_source.index(a) for a in kept])
-        for i in new_axes:
-            data = np.expand_dims(data, i)
-        return data
-
-    def _view(self, key: tuple) -> LazyArray:
-        fixed = dict(self.fixed)
-        order = []
-        for a, k in zip(self.order, key):
-            if isinstance(k, slice):
-                order.append(a)
-                continue
-            n = 1 if a is None else int(self.source.shape[a])
-            k = int(k)
-            if not -n <= k < n:
-                raise IndexError(f"index {k} out of range for an axis of length {n}")
-            if a is not None:
-                fixed[a] = k % n
-        return LazyArray(self.source, fixed, order)
-
-    def __array__(self, dtype=None, copy=None):
-        data = self[(slice(None),) * self.ndim]
-        return data if dtype is None else data.astype(dtype)
 
 
 def _open(path: Path):
@@ -203,16 +131,5 @@ def read_zarr(path: str | os.PathLike, channel: int | None = None, axes: str | N
     # The same rules (and one-line errors) as TIFF input, worked out on a zero-size stand-in.
     probe = np.broadcast_to(np.zeros((), np.uint8), shape)
     normalise_axes(probe, file_axes, channel, path)
-    fixed: dict[int, int] = {}
-    kept: dict[str, int] = {}
-    for i, (ax, n) in enumerate(zip(file_axes, shape)):
-        if ax in "CS":
-            fixed[i] = 0 if channel is None else channel
-        elif ax in "TZYX":
-            kept[ax] = i
-        elif n == 1:
-            fixed[i] = 0
-        else:
-            kept["Z"] = i  # a single generic axis stands for Z (normalise_axes has checked it)
-    order: list[int | None] = [kept.get("T")] + [kept[a] for a in "ZYX"]
-    return Stack(LazyArray(array, fixed, order), file_axes, voxel, path, "T" in kept)  # type: ignore[arg-type]
+    data, has_time = tzyx_view(array, file_axes, channel)
+    return Stack(data, file_axes, voxel, path, has_time)  # type: ignore[arg-type]

@@ -288,3 +288,57 @@ def test_unusable_tile_memory_and_scheduler_give_one_line(stack, tmp_path, poole
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and "rror:" in proc.stderr, proc.stderr  # click usage or one line
         assert args[0] in proc.stderr
+
+
+_CUT_WHILE_READING = """
+import os
+from dmdet_infer import cli, zarr_io
+
+read = zarr_io.read_input
+
+
+def read_then_cut(path, **kwargs):
+    stack = read(path, **kwargs)
+    if path.name == "victim.tif":  # another program truncates the file while the run reads it
+        os.truncate(path, 4096)
+    return stack
+
+
+zarr_io.read_input = read_then_cut
+cli.main()
+"""
+
+
+def test_an_input_truncated_while_it_is_read_is_one_line_and_the_batch_goes_on(tmp_path, pooled_model_path):
+    """Issue 16 item 7: the memory-mapped input died with SIGBUS (exit -7, no message) when the file shrank."""
+    victim = tmp_path / "victim.tif"
+    tifffile.imwrite(victim, render_spots((16, 128, 128), TRUTH).astype(np.uint16), imagej=True,
+                     metadata={"axes": "ZYX"})
+    good = tmp_path / "good.tif"
+    tifffile.imwrite(good, render_spots((8, 56, 56), TRUTH).astype(np.uint16))
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", _CUT_WHILE_READING, str(victim), str(good), "-o", str(out),
+                           "--model", str(pooled_model_path), "-q"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "victim.tif: " in lines[0], proc.stderr
+    assert "truncated" in lines[0].split("victim.tif: ", 1)[1], lines[0]  # the tmp folder is named after the test
+    assert sorted(p.name for p in out.iterdir()) == ["good.csv"]
+    assert read_csv(out / "good.csv")[1].shape[0] == 3
+
+
+@pytest.mark.parametrize("kind", ["plain", "imagej", "ome"])
+def test_a_truncated_multipage_tiff_is_called_truncated_not_2d(tmp_path, pooled_model_path, kind):
+    """Issue 16 item 11: a 10-page stack cut in half was refused as a "2D image" (ImageJ, OME) or as "corrupt"."""
+    path = tmp_path / "cut.tif"
+    options = {"plain": {}, "imagej": {"imagej": True}, "ome": {"ome": True}}[kind]
+    tifffile.imwrite(path, render_spots((10, 64, 64), TRUTH).astype(np.uint16), **options)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    result = run(path, "-o", tmp_path / "s.csv", "--model", pooled_model_path)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cut.tif: " in lines[0], result.stderr
+    message = lines[0].split("cut.tif: ", 1)[1]  # the tmp folder is named after the test
+    assert "truncated" in message and "2D" not in message, lines[0]
+    assert not (tmp_path / "s.csv").exists()
