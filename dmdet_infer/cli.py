@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -150,6 +153,18 @@ def main(inputs, output, model_path, device, threshold, min_distance, voxel_size
     cluster."""
     tile_bytes = None if tile_memory is None else tile_memory * 2**30
     try:
+        with _interruptible():
+            code = _main(inputs, output, model_path, device, threshold, min_distance, voxel_size, spot_size, channel,
+                         axes, tile, tile_bytes, refine, mass_cut, split_pairs, level, scheduler, workers, preview,
+                         truth, quiet)
+    except KeyboardInterrupt:
+        _interrupted()
+    sys.exit(code)
+
+
+def _main(inputs, output, model_path, device, threshold, min_distance, voxel_size, spot_size, channel, axes, tile,
+          tile_bytes, refine, mass_cut, split_pairs, level, scheduler, workers, preview, truth, quiet) -> int:
+    try:
         if scheduler or workers:
             if preview:
                 raise InputError("--preview is not available with --scheduler/--workers; run without them")
@@ -166,7 +181,47 @@ def main(inputs, output, model_path, device, threshold, min_distance, voxel_size
     except DmdetError as exc:
         _error(exc)
         code = exc.exit_code
-    sys.exit(code)
+    return code
+
+
+def _cancel_runs(timeout: float) -> bool:
+    """Abort the network calls in progress (if the model module is loaded at all); True when none is left."""
+    model = sys.modules.get("dmdet_infer.model")
+    return True if model is None else model.cancel_runs(timeout)
+
+
+def _on_sigint(signum, frame) -> None:
+    _cancel_runs(0.0)  # every thread's network call stops at once, not only the one the main thread waits for
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Ctrl-C aborts the network calls in progress as it raises KeyboardInterrupt (main thread only)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield  # someone else (an embedding application, a test runner) decides what Ctrl-C does
+        return
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _interrupted() -> None:
+    """Ctrl-C: one line, exit 130. Outputs are atomic, so nothing half-written is left. A network call that does not
+    stop within two seconds would make the interpreter's shutdown unsafe: then the process ends at once."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean-up
+    logging.disable(logging.CRITICAL)  # dask and tifffile have nothing useful to add now
+    stopped = _cancel_runs(2.0)
+    click.echo("dmdet-infer: interrupted", err=True)
+    if not stopped:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(130)
 
 
 def _error(exc: BaseException) -> None:
@@ -232,7 +287,7 @@ def _threshold(value: str | None) -> float | str | None:
 def _run_distributed(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile,
                      refine, level, scheduler, workers, quiet, tile_memory=None, split_pairs=True,
                      mass_cut=True) -> int:
-    from .distributed import DetectorSpec, connect, detect_many
+    from .distributed import DetectorSpec, connect, detect_many, stop_runs
 
     min_distance = _triple(min_distance, "--min-distance")
     voxel_size = _triple(voxel_size, "--voxel-size")
@@ -250,8 +305,15 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
     spec.build()  # bad options and models fail here, in one line, before a cluster starts
     code = 2 if bad else 0
     with connect(scheduler, workers) as client:
-        results = detect_many(client, [p.resolve() for p in paths], spec, channel=channel, axes=axes, level=level,
-                              voxel_size_um=voxel_size)
+        try:
+            results = detect_many(client, [p.resolve() for p in paths], spec, channel=channel, axes=axes,
+                                  level=level, voxel_size_um=voxel_size)
+        except KeyboardInterrupt:  # before the cluster closes: its logs say nothing useful now
+            logging.disable(logging.CRITICAL)
+            if not scheduler:  # local workers only: a shared cluster's other work is not ours to stop
+                with contextlib.suppress(Exception):
+                    client.run(stop_runs, True)
+            raise
     for path, target, result in zip(paths, targets, results):
         try:
             if isinstance(result, DmdetError):

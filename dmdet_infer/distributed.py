@@ -10,7 +10,9 @@ Workers open the inputs themselves (TIFF and Zarr read lazily: shared storage, n
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,7 +123,26 @@ def connect(scheduler: str | None = None, workers: int | None = None, threads: i
         raise InputError(f"--workers must be at least 1, got {workers}")
     with LocalCluster(n_workers=n, threads_per_worker=threads, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
+        client.run(_quiet_ctrl_c)
         yield client
+
+
+def stop_runs(quiet: bool = False) -> None:
+    """Abort the network calls in progress in this process (a worker's, through ``Client.run``); ``quiet``: and
+    silence its logging, as the cluster is about to be closed."""
+    from .model import cancel_runs
+
+    if quiet:
+        logging.disable(logging.CRITICAL)
+    cancel_runs(0.0)
+
+
+def _quiet_ctrl_c() -> None:
+    """On a worker of a local cluster (run in its event loop, the main thread): Ctrl-C, which a terminal sends to
+    the worker processes too, aborts the worker's network calls and silences it (:func:`stop_runs`) instead of
+    raising KeyboardInterrupt in its event loop (a traceback and dask's logs); the client closes the cluster."""
+    with contextlib.suppress(ValueError):  # not the main thread: leave Ctrl-C as it is
+        signal.signal(signal.SIGINT, lambda signum, frame: stop_runs(quiet=True))
 
 
 def detect_many(

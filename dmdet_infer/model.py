@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -13,6 +15,9 @@ from .errors import InputError, where
 from .metadata import ModelInfo, from_props
 
 DEVICES = ("auto", "cpu", "cuda")
+#: The ONNX Runtime ``RunOptions`` of the network calls in progress in this process (see :func:`cancel_runs`).
+_ACTIVE: set = set()
+_ACTIVE_CHANGED = threading.Condition(threading.RLock())  # reentrant: cancel_runs may run in a signal handler
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
@@ -104,21 +109,36 @@ class Model:
         return self.providers[0] == CUDA
 
     def run(self, block: np.ndarray) -> np.ndarray:
-        """Density map of a normalised (Z,Y,X) float32 block whose shape is a multiple of the stride."""
-        out = self._forward(np.ascontiguousarray(block, dtype=np.float32)[None, None])
+        """Density map of a normalised (Z,Y,X) float32 block whose shape is a multiple of the stride.
+
+        Called from the main thread, the network runs in a helper thread while the main thread waits in short
+        steps, so Ctrl-C (KeyboardInterrupt) arrives at once instead of when a call of many seconds ends; the call
+        is then aborted (ONNX Runtime's ``RunOptions.terminate``). :func:`cancel_runs` aborts every call."""
+        import onnxruntime as ort
+
+        x = np.ascontiguousarray(block, dtype=np.float32)[None, None]
+        options = ort.RunOptions()
+        with _ACTIVE_CHANGED:
+            _ACTIVE.add(options)
+        if threading.current_thread() is threading.main_thread():
+            out = _in_helper_thread(lambda: self._forward(x, options), options)
+        else:
+            out = _release(options, lambda: self._forward(x, options))
         if out.shape != block.shape or out.dtype.kind != "f":  # a wrong network must not be read as spots
             raise InputError(where(self.path, f"the network returned {out.dtype} {out.shape} for an input of "
                                               f"{tuple(block.shape)}; a dmdet model returns a float map of the "
                                               "input's shape"))
         return out
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
+    def _forward(self, x: np.ndarray, options=None) -> np.ndarray:
         if self.io_binding:
-            return self._run_bound(x)[0, 0]
+            return self._run_bound(x, options)[0, 0]
         if self.io_binding is None:  # first use on CUDA: fall back to session.run for good if binding fails
             try:
-                out = self._run_bound(x)
+                out = self._run_bound(x, options)
             except Exception as exc:  # onnxruntime raises several private exception types
+                if options is not None and options.terminate:  # aborted (Ctrl-C), not a binding failure
+                    raise
                 self.io_binding = False
                 self.io_binding_error = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
                 warnings.warn(f"dmdet: IO binding failed ({self.io_binding_error}); using session.run",
@@ -126,10 +146,10 @@ class Model:
             else:
                 self.io_binding = True
                 return out[0, 0]
-        (out,) = self.session.run([self.output_name], {self.input_name: x})[:1]
+        (out,) = self.session.run([self.output_name], {self.input_name: x}, options)[:1]
         return out[0, 0]
 
-    def _run_bound(self, x: np.ndarray) -> np.ndarray:
+    def _run_bound(self, x: np.ndarray, options=None) -> np.ndarray:
         """One forward through IO binding: the input copied to CUDA memory once, the output allocated there
         and copied to the host once. A binding per call, so concurrent calls (threads) do not share one."""
         import onnxruntime as ort
@@ -139,11 +159,63 @@ class Model:
         binding.bind_ortvalue_input(self.input_name, value)
         binding.bind_output(self.output_name, self.bind_device, 0)
         binding.synchronize_inputs()
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, options)
         binding.synchronize_outputs()
         out = binding.copy_outputs_to_cpu()[0]
         del value
         return np.asarray(out, dtype=np.float32)
+
+
+def cancel_runs(timeout: float = 1.0) -> bool:
+    """Abort every network call in progress in this process (ONNX Runtime stops at its next node) and wait up to
+    ``timeout`` seconds for them to return; True when none is left. Safe to call from a signal handler with
+    ``timeout=0``."""
+    deadline = time.monotonic() + timeout
+    with _ACTIVE_CHANGED:
+        for options in list(_ACTIVE):
+            options.terminate = True
+        while _ACTIVE:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _ACTIVE_CHANGED.wait(left)
+    return True
+
+
+def _release(options, call):
+    """``call()``, then ``options`` leaves the calls in progress."""
+    try:
+        return call()
+    finally:
+        with _ACTIVE_CHANGED:
+            _ACTIVE.discard(options)
+            _ACTIVE_CHANGED.notify_all()
+
+
+def _in_helper_thread(call, options):
+    """``call()`` in a daemon thread while this (main) thread waits in steps of 0.1 s, so that a KeyboardInterrupt
+    is raised here at once; then the call is aborted through ``options`` and left to end on its own."""
+    result: dict = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            result["value"] = _release(options, call)
+        except BaseException as exc:  # handed to the waiting thread
+            result["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="dmdet-network", daemon=True).start()
+    try:
+        while not done.wait(0.1):
+            pass
+    except BaseException:
+        options.terminate = True
+        raise
+    if "error" in result:
+        raise result.pop("error")
+    return result["value"]
 
 
 def working_providers(model_path: str | os.PathLike | None = None) -> list[str]:
