@@ -302,7 +302,17 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
     threads = None if scheduler else max(1, (os.cpu_count() or 1) // workers)
     spec = DetectorSpec(None if model_path is None else str(Path(model_path).resolve()), device, threshold,
                         min_distance, refine, tile, threads, tile_memory, split_pairs, mass_cut)
-    spec.build()  # bad options and models fail here, in one line, before a cluster starts
+    local = spec.build()  # bad options and models fail here, in one line, before a cluster starts
+    if tile is not None:
+        from .zarr_io import read_input
+
+        for path in paths:
+            try:
+                shape = read_input(path, channel=channel, axes=axes, level=level).data.shape[1:]
+            except DmdetError:
+                continue  # reported by the run, in its place
+            if _warn_small_tile(local, shape, tile, path):
+                break
     code = 2 if bad else 0
     with connect(scheduler, workers) as client:
         try:
@@ -326,6 +336,30 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
             if not quiet:
                 click.echo(f"{path}: {len(result)} spots -> {target} ({describe(result.meta)})")
     return code
+
+
+#: --tile makes the network process more than this many times the voxels of the automatic tile: a warning.
+SMALL_TILE_FACTOR = 4.0
+
+
+def _warn_small_tile(detector, shape: tuple[int, ...], tile: tuple[int, int, int], path: Path) -> bool:
+    """Warn, on one line, when ``tile`` is so small next to the network's context (halo) and stride that the network
+    would process far more voxels than with the automatic tile for this stack; True when it warned."""
+    from .tiling import auto_tile, work
+
+    info = detector.info
+    shape = tuple(int(n) for n in shape)
+    given = work(shape, tile, info.halo_zyx, info.stride_zyx)
+    best = work(shape, auto_tile(shape, info.halo_zyx, info.stride_zyx, detector.max_tile_voxels), info.halo_zyx,
+                info.stride_zyx)
+    factor = given / max(best, 1)
+    if factor <= SMALL_TILE_FACTOR:
+        return False
+    click.echo(f"dmdet-infer: warning: {path}: --tile {','.join(map(str, tile))} is small for this model, which "
+               f"needs {','.join(map(str, info.halo_zyx))} voxels of context around each tile (stride "
+               f"{','.join(map(str, info.stride_zyx))}): the network would process {factor:.0f}x the voxels of the "
+               "automatic tile, about as much slower; leave --tile out or make it larger", err=True)
+    return True
 
 
 def describe(meta: dict) -> str:
@@ -394,6 +428,7 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
                         spot_size=spot_size if fixed_size else None)
     code = 2 if bad else 0
     several = len(paths) > 1
+    warned = False
     with _progress(len(paths), "stacks", quiet or not several) as bar:
         for path, target, picture in zip(paths, targets, pictures):
             try:
@@ -405,6 +440,8 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
                         detector.spot_size = parse_spot_size(spot_size, stack.voxel_size_um)
                     except ValueError as exc:
                         raise InputError(f"{path}: {exc}") from None
+                if tile is not None and not warned:
+                    warned = _warn_small_tile(detector, stack.data.shape[1:], tile, path)
                 tiles = detector.n_tiles(stack)
                 with _progress(tiles, f"{path.name} tiles", quiet or tiles < 2) as tile_bar:
                     spots = detector.detect_stack(stack, progress=tile_bar)

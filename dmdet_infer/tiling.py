@@ -89,6 +89,14 @@ def _total_read(size: int, t: int, h: int, st: int) -> int:
     return sum(e.stop - e.start for e in (_extent(c, size, h, st) for c in _axis_cores(size, t)))
 
 
+def work(shape: Shape3, tile: Shape3, halo: Shape3, stride: Shape3) -> int:
+    """Voxels the network processes to cover ``shape`` with cores of at most ``tile`` (as :func:`plan` cuts them):
+    every tile's read window, halos and padding included. Cheap: no tile list is made."""
+    padded = [_round_up(s, st) for s, st in zip(shape, stride)]
+    cores = [max(_round_up(min(int(t), p), st), st) for t, p, st in zip(tile, padded, stride)]
+    return int(np.prod([_total_read(n, t, h, st) for n, t, h, st in zip(shape, cores, halo, stride)], dtype=float))
+
+
 def plan(shape: Shape3, tile: Shape3, halo: Shape3, stride: Shape3) -> list[Tile]:
     """Tiles covering ``shape`` with cores of at most ``tile`` voxels (rounded up to the stride)."""
     padded = [_round_up(s, st) for s, st in zip(shape, stride)]

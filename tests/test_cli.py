@@ -342,3 +342,23 @@ def test_a_truncated_multipage_tiff_is_called_truncated_not_2d(tmp_path, pooled_
     message = lines[0].split("cut.tif: ", 1)[1]  # the tmp folder is named after the test
     assert "truncated" in message and "2D" not in message, lines[0]
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_a_tile_smaller_than_the_network_needs_is_warned_about(stack, tmp_path):
+    """Issue 16 item 11: --tile 1,1,1 ran 100x longer without a word."""
+    from onnx_models import default_info, smoothing_model
+
+    from dmdet_infer.tiling import work
+
+    model = tmp_path / "wide.onnx"
+    smoothing_model(model, info=default_info(halo_zyx=(4, 12, 12)))
+    assert work((8, 56, 56), (8, 56, 56), (4, 12, 12), (1, 1, 1)) == 8 * 56 * 56  # one tile: no halo to re-read
+    assert work((8, 56, 56), (2, 8, 8), (4, 12, 12), (1, 1, 1)) > 20 * 8 * 56 * 56
+    result = run(stack, "-o", tmp_path / "s.csv", "--model", model, "--tile", "2,8,8", "-q")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "warning" in lines[0] and "--tile 2,8,8" in lines[0], result.stderr
+    assert "4,12,12" in lines[0] and "leave --tile out" in lines[0]
+    for fine in ("8,56,56", "8,32,32"):  # whole, or two tiles a side: no warning
+        result = run(stack, "-o", tmp_path / "s.csv", "--model", model, "--tile", fine, "-q")
+        assert result.exit_code == 0 and result.stderr == "", (fine, result.stderr)
