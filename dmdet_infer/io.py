@@ -391,12 +391,19 @@ def _ome_voxel_size(xml: str) -> tuple[float, float, float] | None:
     return _check_voxel_size(sizes)
 
 
+#: Largest magnitude of a float voxel that dmdet computes with: float32 holds up to 3.4e38, and the normalisation
+#: (medians, differences) needs headroom below that. Real stacks are far below it.
+MAX_ABS_VALUE = 1e30
+
+
 def check_finite(array: np.ndarray, path: object | None = None, max_elems: int = 1 << 24) -> None:
-    """Raise InputError if ``array`` holds NaN or Inf; reads at most ``max_elems`` voxels at a time."""
+    """Raise InputError if ``array`` holds NaN or Inf, or values beyond ±:data:`MAX_ABS_VALUE` (e.g. float64
+    values beyond float32's range); reads at most ``max_elems`` voxels at a time."""
     if array.dtype.kind not in "fc":
         return
-    count = 0
+    count = huge = 0
     first: tuple[int, ...] | None = None
+    largest = 0.0
     for origin, block in _blocks(array, max_elems, ()):
         bad = ~np.isfinite(block)
         n = int(np.count_nonzero(bad))
@@ -404,11 +411,23 @@ def check_finite(array: np.ndarray, path: object | None = None, max_elems: int =
             local = np.unravel_index(int(np.flatnonzero(bad)[0]), block.shape)
             first = tuple(int(o + i) for o, i in zip(origin, local))
         count += n
+        if not n:
+            magnitude = np.abs(block)
+            big = int(np.count_nonzero(magnitude > MAX_ABS_VALUE))
+            if big:
+                huge += big
+                largest = max(largest, float(magnitude.max()))
+    labels = "tzyx" if array.ndim == 4 else "zyx" if array.ndim == 3 else ""
+    at = f" ({', '.join(labels)})" if labels else ""
     if count:
-        labels = "tzyx" if array.ndim == 4 else "zyx" if array.ndim == 3 else ""
-        at = f" ({', '.join(labels)})" if labels else ""
         raise InputError(where(path, f"{count} non-finite voxel(s) (NaN or Inf), first at index {first}{at}; "
                                      "replace them (e.g. with the background value) before detection"))
+    if huge:
+        what = f"{array.dtype.name} values beyond float32 range" if largest > float(np.finfo(np.float32).max) else \
+            f"values beyond ±{MAX_ABS_VALUE:.0e}"
+        raise InputError(where(path, f"{huge} voxel(s) hold {what} (largest magnitude {largest:.3g}); dmdet "
+                                     "computes in float32 and cannot use them: rescale the stack (e.g. divide it by "
+                                     f"{10 ** np.ceil(np.log10(largest / 1e6)):.0e})"))
 
 
 def _blocks(a: np.ndarray, max_elems: int, origin: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:

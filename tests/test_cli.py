@@ -362,3 +362,39 @@ def test_a_tile_smaller_than_the_network_needs_is_warned_about(stack, tmp_path):
     for fine in ("8,56,56", "8,32,32"):  # whole, or two tiles a side: no warning
         result = run(stack, "-o", tmp_path / "s.csv", "--model", model, "--tile", fine, "-q")
         assert result.exit_code == 0 and result.stderr == "", (fine, result.stderr)
+
+
+def test_huge_float_values_give_no_numpy_warnings(tmp_path, pooled_model_path):
+    """Issue 16 item 11: float64 values beyond float32's range, float32 values near its limit and a dynamic range of
+    1e30 printed numpy RuntimeWarnings (overflow in cast, reduce, subtract) and then wrote inf intensities or read
+    the stack as noise. Now: refused in one line each, or detected with finite numbers and no warning."""
+    rng = np.random.default_rng(0)
+    noise = rng.poisson(10.0, (8, 48, 48)).astype(np.float64)
+    one = noise.copy()
+    one[2, 10, 10] = 1e300
+    alternating = np.full((8, 48, 48), 3e38, np.float32)
+    alternating[::2] = -3e38
+    faint = rng.normal(0.0, 1e-25, (8, 48, 48))
+    faint[4, 20, 20] = 1e5
+    stacks = {"f64_1e300.tif": noise * 1e300, "f64_one_voxel.tif": one, "f32_3e38.tif": alternating,
+              "f64_dynamic.tif": faint, "f32_dynamic.tif": faint.astype(np.float32),
+              "f32_subnormal.tif": (noise * 1e-41).astype(np.float32)}
+    for name, data in stacks.items():
+        tifffile.imwrite(tmp_path / name, data, photometric="minisblack")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "dmdet_infer.cli", *[str(tmp_path / n) for n in stacks], "-o",
+                           str(out), "--model", str(pooled_model_path), "-q"], capture_output=True, text=True,
+                          timeout=300)
+    assert "Warning" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    refused = {"f64_1e300.tif": "float64 values beyond float32 range", "f64_one_voxel.tif": "1 voxel(s) hold float64",
+               "f32_3e38.tif": "values beyond ±1e+30"}
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == len(refused), proc.stderr
+    for name, words in refused.items():
+        assert any(f"{name}: " in line and words in line for line in lines), (name, proc.stderr)
+    assert proc.returncode == 2
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["f32_dynamic.csv", "f32_subnormal.csv", "f64_dynamic.csv"]
+    for name in written:
+        header, rows = read_csv(out / name)
+        assert header[:5] == ["z", "y", "x", "score", "intensity"] and np.isfinite(rows).all()

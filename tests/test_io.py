@@ -290,6 +290,16 @@ def test_check_finite_chunked_reports_count_and_first_index(tmp_path):
     check_finite(np.zeros((3, 4, 5), np.uint16), path)
 
 
+def test_check_finite_refuses_values_float32_cannot_compute_with():
+    data = np.zeros((3, 4, 5))
+    check_finite(data + 1e29)
+    data[1, 2, 3] = -2e300
+    with pytest.raises(InputError, match=r"1 voxel\(s\) hold float64 values beyond float32 range.*2e\+300"):
+        check_finite(data, "x.tif")
+    with pytest.raises(InputError, match=r"60 voxel\(s\) hold values beyond ±1e\+30"):
+        check_finite(np.full((3, 4, 5), 3e38, np.float32), max_elems=7)
+
+
 # ----------------------------------------------------------------------------------------------- CSV
 
 
