@@ -294,7 +294,7 @@ def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: s
         if handle is not None and not lazy:
             handle.close()
     if lazy:
-        tzyx, has_time = tzyx_view(source, file_axes, channel)
+        tzyx, has_time = tzyx_view(source, file_axes, channel, name)
         return Stack(tzyx, file_axes, voxel, path, has_time)  # type: ignore[arg-type]
     data = np.asanyarray(data).reshape(shape)
     tzyx, has_time = normalise_axes(data, file_axes, channel, name)

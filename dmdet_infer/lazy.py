@@ -26,8 +26,9 @@ __all__ = ["FileArray", "LazyArray", "tzyx_view"]
 class LazyArray:
     """A read-on-index view of a chunked array with some axes fixed (dropped) and the rest reordered."""
 
-    def __init__(self, source: Any, fixed: dict[int, int], order: list[int | None]):
+    def __init__(self, source: Any, fixed: dict[int, int], order: list[int | None], name: object | None = None):
         self.source = source  # anything numpy-like that reads a tuple of integers and slices (zarr, FileArray)
+        self.name = name  # the file or store, for errors
         self.fixed = dict(fixed)  # source axis -> index
         self.order = list(order)  # view axis -> source axis, or None for a new axis of length 1
         self.dtype = np.dtype(source.dtype)
@@ -68,7 +69,7 @@ class LazyArray:
                 new_axes.append(i)
             else:
                 src[a] = k
-        data = np.asarray(self.source[tuple(src)])
+        data = self._read(tuple(src))
         kept = [a for a in self.order if a is not None]
         by_source = sorted(kept)
         data = data.transpose([by_source.index(a) for a in kept])
@@ -89,14 +90,24 @@ class LazyArray:
                 raise IndexError(f"index {k} out of range for an axis of length {n}")
             if a is not None:
                 fixed[a] = k % n
-        return LazyArray(self.source, fixed, order)
+        return LazyArray(self.source, fixed, order, self.name)
+
+    def _read(self, key: tuple) -> np.ndarray:
+        try:
+            return np.asarray(self.source[key])
+        except (InputError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a codec or store error: a damaged chunk, not a bug of ours
+            raise InputError(where(self.name, f"cannot read its data, the store is corrupt or incomplete "
+                                              f"({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); copy "
+                                              "or write it again")) from None
 
     def __array__(self, dtype=None, copy=None):
         data = self[(slice(None),) * self.ndim]
         return data if dtype is None else data.astype(dtype)
 
 
-def tzyx_view(source: Any, axes: str, channel: int | None) -> tuple[LazyArray, bool]:
+def tzyx_view(source: Any, axes: str, channel: int | None, name: object | None = None) -> tuple[LazyArray, bool]:
     """``(LazyArray of source as TZYX, has_time)`` for axes already checked by :func:`dmdet_infer.io.normalise_axes`
     (C and S take ``channel``, other axes of size 1 are dropped, a single generic axis stands for Z)."""
     fixed: dict[int, int] = {}
@@ -111,7 +122,7 @@ def tzyx_view(source: Any, axes: str, channel: int | None) -> tuple[LazyArray, b
         else:
             kept["Z"] = i
     order: list[int | None] = [kept.get("T")] + [kept[a] for a in "ZYX"]
-    return LazyArray(source, fixed, order), "T" in kept
+    return LazyArray(source, fixed, order, name), "T" in kept
 
 
 class FileArray:

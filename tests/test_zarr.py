@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from onnx_models import render_spots
@@ -138,3 +141,74 @@ def test_not_a_zarr_store(tmp_path):
     group.create_array("raw", shape=(2, 4, 4), dtype="uint16")
     with pytest.raises(InputError, match="without OME multiscales.*raw"):
         read_zarr(tmp_path / "g.zarr")
+
+
+def _chunk_files(store):
+    return sorted(p for p in store.rglob("*") if p.is_file() and p.name not in (".zarray", ".zattrs", ".zgroup",
+                                                                                  "zarr.json"))
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+@pytest.mark.parametrize("damage", ["garbage", "cut"])
+def test_a_corrupt_chunk_is_one_line_exit_2(tmp_path, pooled_model_path, fmt, damage):
+    """Issue 16 item 11: a damaged chunk gave exit 1 "internal error RuntimeError: Zstd decompression error" and
+    asyncio's "Task was destroyed but it is pending!" lines; the next input must still run."""
+    data = movie(frames=1, channels=1)[0, 0]
+    store = tmp_path / "bad.zarr"
+    arr = zarr.open_array(str(store), mode="w", shape=data.shape, dtype=data.dtype, chunks=(3, 16, 16),
+                          zarr_format=fmt)
+    arr[...] = data
+    chunk = _chunk_files(store)[len(_chunk_files(store)) // 2]
+    raw = chunk.read_bytes()
+    chunk.write_bytes(b"garbage!" * 8 if damage == "garbage" else raw[: len(raw) // 2])
+    good = write_ome(tmp_path / "good.zarr", movie(frames=1, channels=1), levels=1)
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "dmdet_infer.cli", str(store), str(good), "-o", str(out),
+                           "--model", str(pooled_model_path), "-q"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.zarr: " in lines[0], proc.stderr
+    assert "internal error" not in lines[0] and "corrupt" in lines[0], lines[0]
+    assert sorted(p.name for p in out.iterdir()) == ["good.csv"]
+
+
+BROKEN_OME = {
+    "datasets not a list": {"axes": ["z", "y", "x"], "datasets": "0"},
+    "dataset without path": {"axes": ["z", "y", "x"], "datasets": [{}]},
+    "path null": {"axes": ["z", "y", "x"], "datasets": [{"path": None}]},
+    "path to the group": {"axes": ["z", "y", "x"], "datasets": [{"path": "."}]},
+    "axis without name": {"axes": [{"type": "space"}, {"name": "y"}, {"name": "x"}], "datasets": [{"path": "0"}]},
+}
+
+
+@pytest.mark.parametrize("case", [*BROKEN_OME, "multiscales a dict", "multiscales of text"])
+def test_broken_ome_zarr_metadata_is_one_line_exit_2(tmp_path, pooled_model_path, case):
+    """Issue 16 item 11: malformed multiscales gave exit 1 "internal error KeyError/TypeError/ValueError"."""
+    from click.testing import CliRunner
+
+    from dmdet_infer.cli import main
+
+    data = movie(frames=1, channels=1)[0, 0]
+    group = zarr.open_group(str(tmp_path / "img.zarr"), mode="w", zarr_format=2)
+    group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(3, 16, 16))[...] = data
+    multiscales = {"multiscales a dict": {"a": 1}, "multiscales of text": ["x"]}.get(case)
+    group.attrs["multiscales"] = multiscales if multiscales is not None else [BROKEN_OME[case]]
+    result = CliRunner().invoke(main, [str(tmp_path / "img.zarr"), "-o", str(tmp_path / "s.csv"), "--model",
+                                       str(pooled_model_path)])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "img.zarr: " in lines[0] and "internal error" not in lines[0], result.stderr
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("scale", [(-1.0, 0.0, 1.0), ("a", 1, 1), None])
+def test_a_malformed_ome_scale_drops_the_voxel_size_like_tiff_metadata(tmp_path, scale):
+    """A negative scale was refused without naming the store; text gave exit 1 "internal error ValueError"."""
+    data = movie(frames=1, channels=1)[0, 0]
+    path = write_ome(tmp_path / "v.zarr", data, axes="zyx", levels=1)
+    group = zarr.open_group(str(path), mode="r+")
+    multiscales = group.attrs["multiscales"]
+    multiscales[0]["datasets"][0]["coordinateTransformations"] = [{"type": "scale", "scale": scale}]
+    group.attrs["multiscales"] = multiscales
+    stack = read_zarr(path)
+    assert stack.voxel_size_um is None and stack.data.shape == (1, *data.shape)
