@@ -87,7 +87,28 @@ def _outputs(inputs: list[Path], output: str | None, suffix: str = ".csv", sever
     return [out]
 
 
-@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Command):
+    """Usage errors (a bad option value, an unknown option, no input) on one line like every other error,
+    ``dmdet-infer: error: ...``, where click prints the usage, a hint, a blank line and the error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            click.echo(f"dmdet-infer: error: {' '.join(exc.format_message().split())} (see dmdet-infer --help)",
+                       err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"dmdet-infer: error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:  # Ctrl-C while the arguments are parsed
+            click.echo("dmdet-infer: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.command(cls=_OneLineErrors, epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True, metavar="STACK...")
 @click.option("-o", "--output", metavar="PATH",
               help="CSV file for one input, or a folder for several (DIR/<stem>.csv). Default: <stem>.csv beside "

@@ -398,3 +398,15 @@ def test_huge_float_values_give_no_numpy_warnings(tmp_path, pooled_model_path):
     for name in written:
         header, rows = read_csv(out / name)
         assert header[:5] == ["z", "y", "x", "score", "intensity"] and np.isfinite(rows).all()
+
+
+@pytest.mark.parametrize("args", [["--level", "-1"], ["--tile", "4,16"], ["--foo"], ["--threshold", "x"], []])
+def test_usage_errors_are_one_line_too(stack, tmp_path, pooled_model_path, args):
+    """Found by tests/test_fuzz.py: click printed a bad option value as four lines (usage, hint, blank, error)."""
+    inputs = [stack, "-o", tmp_path / "x.csv", "--model", pooled_model_path] if args else []
+    result = run(*inputs, *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dmdet-infer: error: "), result.stderr
+    assert (args[0] if args else "STACK") in lines[0] and "--help" in lines[0]
+    assert not (tmp_path / "x.csv").exists()
