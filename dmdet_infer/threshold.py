@@ -79,6 +79,9 @@ NOISE_MODELS: dict[str, Callable[[np.random.Generator, tuple[int, int, int]], np
     "camera+gradient": _poisson(10.0, 100.0, 2.0, True), "8bit-clipped": _eight_bit,
 }
 FAMILY_SHAPE = (10, 256, 256)
+#: Volumes per noise model of a noise-family calibration (export's default; 2 before 2026-11-30 20:30 UTC): 5.2 M
+#: voxels each, so that the rare noise peaks scoring above 0.85 are counted rather than missed.
+FAMILY_VOLUMES = 8
 
 
 def calibrate(
@@ -166,6 +169,20 @@ def _above(scores: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return s.size - np.searchsorted(s, grid, side="right")
 
 
+def upper_count(count: np.ndarray | float) -> np.ndarray:
+    """One-sided ~95 % Poisson upper bound on a mean from an observed ``count``: ``c + 2 sqrt(c + 1) + 1``
+    (3.0 for no count, 4.8 for one; exact: 3.0, 4.7). A rate counted in a finite sample is never taken as zero:
+    a cut where the calibration or the negated stack saw no peak still expects some."""
+    c = np.asarray(count, np.float64)
+    return c + 2.0 * np.sqrt(c + 1.0) + 1.0
+
+
+def calibration_voxels(calibration: dict[str, Any]) -> int:
+    """The voxels over which each calibrated noise model's peaks were counted (``volumes`` x ``shape``)."""
+    return int(calibration.get("volumes", CALIBRATION_VOLUMES)) * int(np.prod(calibration.get("shape",
+                                                                                            CALIBRATION_SHAPE)))
+
+
 def _estimate(above: np.ndarray, rate: np.ndarray, n_voxels: int, guard: float) -> np.ndarray:
     """Conservative true-spot counts: candidates above a cut less the expected noise peaks and ``guard`` sd."""
     fp = rate * float(n_voxels)
@@ -193,29 +210,35 @@ def noise_rates(scores: np.ndarray, n_voxels: int,
 
     Calibrations up to 2026-11-26 (one noise model): the calibrated rates, and 1. A noise-family calibration
     holds each model's rates; each model's rates are scaled so that its peaks in :data:`EXCESS_BAND` match the
-    stack's own (with a 2-sd upper bound on that count); the worst rates are the highest scaled rate at every cut,
-    the nearest those of the model whose level is nearest the stack's: the shapes come from the calibration, the
-    level from the stack. The third value is the stack's excess over the noisiest model (the smallest scale, at
-    least 1). Rates are (thresholds, 1 + mass levels) arrays (one column without a mass calibration)."""
+    stack's own (with a 2-sd upper bound on that count); the shapes come from the calibration, the level from the
+    stack. The worst rates, which :func:`stands_out` asks whether anything at all exceeds, are the highest scaled
+    rate at every cut with each calibrated count taken at its Poisson upper bound (:func:`upper_count`: a cut where
+    the calibration saw no noise peak is not free of them); the nearest, which the cut search uses, are those of
+    the model whose level is nearest the stack's, as counted. The third value is the stack's excess over the
+    noisiest model (the smallest scale, at least 1). Rates are (thresholds, 1 + mass levels) arrays (one column
+    without a mass calibration)."""
     cut = "per_voxel_cut" in calibration
     base = np.asarray(calibration["per_voxel"], np.float64)
     full = np.c_[base, np.asarray(calibration["per_voxel_cut"], np.float64)] if cut else base[:, None]
     if "per_voxel_models" not in calibration:
         return full, full, 1.0
     grid = np.asarray(calibration["thresholds"], np.float64)
+    n_cal = float(calibration_voxels(calibration))
     observed = _in_band(scores)
     upper = observed + 2.0 * np.sqrt(observed) + 1.0
     models = np.asarray(calibration["per_voxel_models"], np.float64)
     cuts = np.asarray(calibration["per_voxel_cut_models"], np.float64) if cut else None
-    rates, scales = [], []
+    rates, bounds, scales = [], [], []
     for m, r in enumerate(models):
         lo, hi = np.interp(EXCESS_BAND, grid, r)
         expected = max((lo - hi) * float(n_voxels), 1e-9)
         scale = upper / expected
         scales.append(observed / expected)
-        rates.append(scale * (np.c_[r, cuts[m]] if cut else r[:, None]))
+        counted = np.c_[r, cuts[m]] if cut else r[:, None]
+        rates.append(scale * counted)
+        bounds.append(scale * upper_count(counted * n_cal) / n_cal)
     nearest = int(np.argmin(np.abs(np.log(np.maximum(scales, 1e-9)))))
-    return np.max(rates, axis=0), rates[nearest], max(1.0, float(min(scales)))
+    return np.max(bounds, axis=0), rates[nearest], max(1.0, float(min(scales)))
 
 
 NOTHING = float("inf")  #: the threshold of a volume in which nothing stands out of the noise
@@ -238,7 +261,7 @@ def choose(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallb
     worst, nearest, excess = noise_rates(s, n_voxels, calibration)
     grid = np.asarray(calibration["thresholds"], np.float64)
     i, _ = _search(_above(s, grid)[:, None], worst[:, :1], nearest[:, :1], excess, n_voxels, calibration, fallback,
-                   None if decoy is None else lambda: decoy_rates(decoy(), calibration, s, n_voxels)[:, :1])
+                   None if decoy is None else lambda: _decoy(decoy(), calibration, s, n_voxels))
     return NOTHING if i is None else float(grid[i]) if i >= 0 else float(fallback)
 
 
@@ -261,22 +284,49 @@ def decoy_rates(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str
     (``stack_scores`` over ``n_voxels``), the rates are scaled up, never down, so that the decoy's peaks in
     :data:`EXCESS_BAND`, where real spots rarely score, are as many per voxel as the stack's (their lower 2-sd
     bound): the scaling that the calibrated noise models get."""
-    scores, photons, voxels = decoy
+    counts = _decoy_counts(decoy, calibration)
+    return (counts + 2.0 * np.sqrt(counts)) / max(int(decoy[2]), 1) * _decoy_scale(decoy, stack_scores, n_voxels)
+
+
+def _decoy_counts(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str, Any]) -> np.ndarray:
+    """The negated stack's peaks above each cut of :func:`choose_cut`'s grid."""
     grid = np.asarray(calibration["thresholds"], np.float64)
     levels = np.r_[-np.inf, np.asarray(calibration.get("photons", []), np.float64)]
-    counts = _above_cuts(scores, photons, grid, levels).astype(np.float64)
-    rates = (counts + 2.0 * np.sqrt(counts)) / max(int(voxels), 1)
-    if stack_scores is not None and n_voxels:
-        own = _in_band(stack_scores)
-        own = max(own - 2.0 * np.sqrt(own), 0.0) / float(n_voxels)
-        negated = (_in_band(scores) + 1.0) / max(int(voxels), 1)
-        rates = rates * max(1.0, own / negated)
-    return rates
+    return _above_cuts(decoy[0], decoy[1], grid, levels).astype(np.float64)
+
+
+def _decoy_scale(decoy: tuple[np.ndarray, np.ndarray, int], stack_scores: np.ndarray | None,
+                 n_voxels: int | None) -> float:
+    """How much the decoy's rates are scaled up for skewed noise (:func:`decoy_rates`)."""
+    if stack_scores is None or not n_voxels:
+        return 1.0
+    own = _in_band(stack_scores)
+    own = max(own - 2.0 * np.sqrt(own), 0.0) / float(n_voxels)
+    return max(1.0, own / ((_in_band(decoy[0]) + 1.0) / max(int(decoy[2]), 1)))
+
+
+def _decoy(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str, Any], stack_scores: np.ndarray,
+           n_voxels: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """What :func:`_search` needs of the negated stack: its rates (:func:`decoy_rates`), its peak counts above
+    each cut, and the factor from one of its peaks to the false peaks expected in the whole stack."""
+    scale = _decoy_scale(decoy, stack_scores, n_voxels)
+    counts = _decoy_counts(decoy, calibration)
+    return (decoy_rates(decoy, calibration, stack_scores, n_voxels), counts,
+            scale * float(n_voxels) / max(int(decoy[2]), 1))
+
+
+def gain_stands_out(gained: float, decoy_gained: float, factor: float, guard: float = GUARD_SD) -> bool:
+    """Whether the ``gained`` candidates of a cut below the validated threshold are more than false peaks: the
+    negated stack saw ``decoy_gained`` more peaks there, each standing for ``factor`` in the whole stack; the gain
+    must exceed that expectation by ``guard`` sd of it, counted as Poisson with one more peak (the negated
+    stack is a sample: seeing none does not make a cut free of false peaks)."""
+    d = max(float(decoy_gained), 0.0)
+    return float(gained) - factor * d - guard * factor * np.sqrt(d + 1.0) >= 1.0
 
 
 def _search(above: np.ndarray, worst: np.ndarray, nearest: np.ndarray, excess: float, n_voxels: int,
             calibration: dict[str, Any], fallback: float,
-            decoy: Callable[[], np.ndarray] | None) -> tuple[int | None, int]:
+            decoy: Callable[[], tuple[np.ndarray, np.ndarray, float]] | None) -> tuple[int | None, int]:
     """Indices (threshold, mass column) of the best cut of :func:`choose_cut`; (None, 0) when nothing stands
     out with a noise-family calibration, (-1, 0) when the older calibration falls back to ``fallback``."""
     grid = np.asarray(calibration["thresholds"], np.float64)
@@ -299,7 +349,12 @@ def _search(above: np.ndarray, worst: np.ndarray, nearest: np.ndarray, excess: f
         if decoy is None or excess >= STRUCTURED:
             i, j = best_cut(nearest, fallback)
         else:
-            i, j = best_cut(np.maximum(nearest, decoy()), None)
+            rates, counts, factor = decoy()
+            i, j = best_cut(np.maximum(nearest, rates[:, :above.shape[1]]), None)
+            if grid[i] < fallback:  # the gain over the best validated cut must stand out of the decoy's sample
+                i0, j0 = best_cut(nearest, fallback)
+                if not gain_stands_out(above[i, j] - above[i0, j0], counts[i, j] - counts[i0, j0], factor, guard):
+                    i, j = i0, j0
     return i, j
 
 
@@ -313,14 +368,16 @@ def choose_cut(
 
     With a noise-family calibration the cut goes below ``fallback`` (the validated threshold) only when the stack's
     own false peaks allow it: ``decoy()`` (called only then) gives the peaks of the negated stack
-    (:func:`decoy_rates`), and the search is redone with the higher of the two rates; without ``decoy``, or on a
-    structured stack, the cut stays at or above ``fallback``."""
+    (:func:`decoy_rates`), and the search is redone with the higher of the two rates; a cut it finds below
+    ``fallback`` is kept only when its gain over the best cut at or above ``fallback`` stands out of the negated
+    stack's own count there (:func:`gain_stands_out`). Without ``decoy``, or on a structured stack, the cut stays
+    at or above ``fallback``."""
     grid = np.asarray(calibration["thresholds"], np.float64)
     levels = np.r_[-np.inf, np.asarray(calibration["photons"], np.float64)]
     worst, nearest, excess = noise_rates(np.asarray(scores, np.float64).reshape(-1), n_voxels, calibration)
     i, j = _search(_above_cuts(scores, photons, grid, levels), worst, nearest, excess, n_voxels, calibration,
-                   fallback, None if decoy is None else lambda: decoy_rates(decoy(), calibration,
-                                                                                 np.asarray(scores), n_voxels))
+                   fallback, None if decoy is None else lambda: _decoy(decoy(), calibration,
+                                                                            np.asarray(scores), n_voxels))
     if i is None:
         return NOTHING, -np.inf
     if i < 0:

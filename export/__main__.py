@@ -17,12 +17,16 @@ import click
 @click.option("--dynamo", is_flag=True, help="use the dynamo exporter instead of the TorchScript one")
 @click.option("--calibration-shape", default="10,512,512", show_default=True, metavar="Z,Y,X",
               help="background-only volumes (2, Poisson) on which the noise peaks behind --threshold auto are counted")
+@click.option("--calibration-volumes", type=click.IntRange(min=1), default=None, metavar="N",
+              help="volumes per noise model in the calibration (default: 8 for a noise-family calibration, else 2); "
+                   "more volumes bound the rare high-scoring noise peaks more tightly")
 @click.option("--no-calibration", is_flag=True, help="skip the noise calibration (the model then has no 'auto')")
 @click.option("--calibration-from", type=click.Path(exists=True, dir_okay=False), default=None,
               help="copy the noise calibration of this exported model of the same network instead of calibrating")
 @click.option("--fp16", is_flag=True, help="half-precision network with float32 input/output (dmdet.precision fp16)")
 def main(checkpoint: str, output: str, opset: int, name: str | None, threshold: float | None, dynamo: bool,
-         calibration_shape: str, no_calibration: bool, calibration_from: str | None, fp16: bool) -> None:
+         calibration_shape: str, calibration_volumes: int | None, no_calibration: bool, calibration_from: str | None,
+         fp16: bool) -> None:
     """Export a training checkpoint to ONNX (with dmdet metadata) and check parity with PyTorch."""
     from export.onnx_export import export_checkpoint
 
@@ -35,7 +39,8 @@ def main(checkpoint: str, output: str, opset: int, name: str | None, threshold: 
                                  param_hint="--calibration-shape")
     report = export_checkpoint(checkpoint, output, opset=opset, name=name, threshold=threshold, dynamo=dynamo,
                                calibration_shape=None if no_calibration else shape, fp16=fp16,
-                               calibration_from=None if no_calibration else calibration_from)
+                               calibration_from=None if no_calibration else calibration_from,
+                               calibration_volumes=calibration_volumes)
     click.echo(json.dumps(report, indent=2, default=float))
     click.echo(f"parity: max |onnxruntime - torch| = {report['parity_max_abs_diff']:.2e} on {report['parity_shape']}")
 

@@ -146,7 +146,7 @@ def export_checkpoint(
     checkpoint: str | Path, output: str | Path, opset: int = 18, name: str | None = None,
     threshold: float | None = None, dynamo: bool = False, tolerance: float = PARITY_TOLERANCE,
     calibration_shape: tuple[int, int, int] | None = autothreshold.CALIBRATION_SHAPE,
-    fp16: bool = False, calibration_from: str | Path | None = None,
+    fp16: bool = False, calibration_from: str | Path | None = None, calibration_volumes: int | None = None,
 ) -> dict[str, Any]:
     """Write ``output`` (atomically) and return a report: size, metadata, parity with PyTorch.
 
@@ -158,6 +158,8 @@ def export_checkpoint(
 
     ``calibration_shape``: size of the background-only volumes on which the exported model's noise peaks are
     counted for ``--threshold auto`` (``dmdet.noise_peaks``, :func:`dmdet_infer.threshold.calibrate`); None skips it.
+    ``calibration_volumes``: volumes per noise model (default :data:`dmdet_infer.threshold.FAMILY_VOLUMES` for a
+    noise-family calibration, else :data:`dmdet_infer.threshold.CALIBRATION_VOLUMES`).
 
     Raises RuntimeError when the ONNX model disagrees with PyTorch by more than ``tolerance``.
     """
@@ -195,12 +197,15 @@ def export_checkpoint(
             family = info.normalisation.get("method") == "local_median_mad"
             noise = list(autothreshold.NOISE_MODELS) if family else None
             shape = autothreshold.FAMILY_SHAPE if family else tuple(calibration_shape)
+            volumes = calibration_volumes or (autothreshold.FAMILY_VOLUMES if family
+                                              else autothreshold.CALIBRATION_VOLUMES)
             if info.kind == "density" and info.sigma_zyx is not None:  # also the noise peaks' photometric masses
                 detector = Detector(str(final), device="cpu", threshold=info.threshold)
-                calibration = autothreshold.calibrate(detector.candidates, shape, noise=noise)
+                calibration = autothreshold.calibrate(detector.candidates, shape, volumes, noise=noise)
             else:
                 detector = Detector(str(final), device="cpu", threshold=autothreshold.GRID[0])
-                calibration = autothreshold.calibrate(lambda v: detector.detect(v).score, shape, noise=noise)
+                calibration = autothreshold.calibrate(lambda v: detector.detect(v).score, shape, volumes,
+                                                    noise=noise)
             if family and cfg.data.source == "simulated" and info.kind == "density":
                 calibration["structured_threshold"] = structured_threshold(str(final), cfg)
             info = dataclasses.replace(info, noise_peaks=calibration)

@@ -36,7 +36,7 @@ def checkpoint(tmp_path_factory):
 def test_export_round_trip(checkpoint, tmp_path):
     path, model = checkpoint
     out = tmp_path / "model.onnx"
-    report = export_checkpoint(path, out)
+    report = export_checkpoint(path, out, calibration_volumes=1)  # the default, 8 per noise model, takes longer
     assert report["parity_max_abs_diff"] <= 1e-4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no external data, no temp files
     proto = onnx.load(str(out), load_external_data=False)
@@ -56,6 +56,7 @@ def test_export_round_trip(checkpoint, tmp_path):
     assert "simulated" in info.training_data
     rates = info.noise_peaks["per_voxel"]  # the noise calibration behind --threshold auto
     assert report["noise_calibration"] and info.noise_peaks["shape"] == list(autothreshold.FAMILY_SHAPE)
+    assert info.noise_peaks["volumes"] == 1
     assert info.noise_peaks["noise"] == list(autothreshold.NOISE_MODELS)  # locally normalised: the noise family
     assert len(rates) == len(info.noise_peaks["thresholds"]) and all(b <= a for a, b in zip(rates, rates[1:]))
 
@@ -83,10 +84,12 @@ def test_cli(checkpoint, tmp_path):
     from export.__main__ import main
 
     result = CliRunner().invoke(main, [str(checkpoint[0]), "-o", str(tmp_path / "m.onnx"), "--opset", "17",
-                                        "--calibration-shape", "6,32,32"])
+                                        "--calibration-shape", "6,32,32", "--calibration-volumes", "1"])
     assert result.exit_code == 0, result.output
     assert "parity: max |onnxruntime - torch|" in result.output
     assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version == 17
+    assert from_props({p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+                      ).noise_peaks["volumes"] == 1
 
 
 def test_export_fp16_casts_at_both_ends_and_loads_in_dmdet_infer(checkpoint, tmp_path):
