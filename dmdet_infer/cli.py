@@ -59,6 +59,13 @@ def _triple(text: str | None, name: str, cast=float) -> tuple | None:
     return values
 
 
+def _voxel_size(text: str | None) -> tuple[float, float, float] | None:
+    """``--voxel-size``: one value or three, positive and at most a metre (the µm columns must stay finite)."""
+    from .io import _check_voxel_size
+
+    return _check_voxel_size(_triple(text, "--voxel-size"), "--voxel-size")
+
+
 def output_stem(path: Path) -> str:
     """``stack.ome.tif`` -> ``stack``."""
     name = path.name
@@ -311,7 +318,7 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
     from .distributed import DetectorSpec, connect, detect_many, stop_runs
 
     min_distance = _triple(min_distance, "--min-distance")
-    voxel_size = _triple(voxel_size, "--voxel-size")
+    voxel_size = _voxel_size(voxel_size)
     tile = _triple(tile, "--tile", int)
     paths, bad = _input_paths(inputs)
     targets = _outputs(paths, output, several=len(inputs) > 1)
@@ -427,7 +434,7 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
     from .zarr_io import read_input
 
     min_distance = _triple(min_distance, "--min-distance")
-    voxel_size = _triple(voxel_size, "--voxel-size")
+    voxel_size = _voxel_size(voxel_size)
     tile = _triple(tile, "--tile", int)
     paths, bad = _input_paths(inputs)
     targets = _outputs(paths, output, several=len(inputs) > 1)
@@ -470,7 +477,7 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
                 if picture is not None:
                     _write_preview(picture, stack, spots, truth_zyx)
             except DmdetError as exc:
-                _error(exc)
+                _error(exc if str(path) in str(exc) else type(exc)(where(path, str(exc))))  # name the file
                 code = max(code, exc.exit_code)
             except Exception as exc:  # keep going past one broken file; report it in one line
                 if os.environ.get("DMDET_DEBUG"):

@@ -197,15 +197,21 @@ def _check_dtype(dtype: np.dtype, path: object | None) -> None:
                                      f"one of {', '.join(SUPPORTED_DTYPES)}"))
 
 
-def _check_voxel_size(voxel: Sequence[float] | None) -> tuple[float, float, float] | None:
+#: Largest voxel size accepted, in µm (a metre): beyond it the µm columns of a large stack would overflow.
+MAX_VOXEL_UM = 1e6
+
+
+def _check_voxel_size(voxel: Sequence[float] | None, origin: str = "voxel size") -> tuple[float, float, float] | None:
     if voxel is None:
         return None
     try:
         vals = tuple(float(v) for v in voxel)
     except (TypeError, ValueError):
         vals = ()
-    if len(vals) != 3 or not all(np.isfinite(v) and v > 0 for v in vals):
-        raise InputError(f"voxel size {voxel!r} must be three positive numbers (z, y, x) in µm")
+    if len(vals) != 3 or not all(np.isfinite(v) and 0 < v <= MAX_VOXEL_UM for v in vals):
+        shown = ",".join(f"{v:g}" for v in vals) if len(vals) == 3 else repr(voxel)
+        raise InputError(f"{origin} {shown} must be three positive numbers (z, y, x) in µm, at most "
+                         f"{MAX_VOXEL_UM:g}")
     return vals  # type: ignore[return-value]
 
 

@@ -24,6 +24,11 @@ MIN_SPOTS = 8
 WINDOW = (4, 10, 10)  # half-size of the averaged window (z, y, x)
 ISOLATION = (3, 6, 6)  # a candidate is kept when no brighter one lies this close on every axis
 SIGMA_GRID = tuple(float(v) for v in np.geomspace(0.4, 8.0, 61))
+#: Spot σ (voxels) that --spot-size may give: smaller or larger spots would be resampled by a factor of tens or more
+#: (``--spot-size 1e-9,1e-9um`` asked for a stack 1e27 times larger and ran out of memory).
+SIGMA_LIMITS = (0.2, 64.0)
+#: Most memory the resampled copy of a stack may take (its work type); a larger one is refused in one line.
+MAX_RESAMPLED_BYTES = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -71,9 +76,17 @@ def resample(volume: np.ndarray, factors: Sequence[float]) -> np.ndarray:
 
     Down-sampling (f < 1) first averages over ``round(1 / f)`` voxels along that axis, so the noise is not
     aliased."""
+    from .errors import InputError
     from .normalise import interpolate_along, work_dtype
 
-    out = np.asarray(volume, work_dtype(np.asarray(volume).dtype))
+    dtype = np.dtype(work_dtype(volume.dtype))
+    shape = resampled_shape(volume.shape, factors)
+    need = float(np.prod(shape, dtype=float)) * dtype.itemsize
+    if need > MAX_RESAMPLED_BYTES:
+        raise InputError(f"resampling this stack (shape {tuple(volume.shape)}) to the model's spot size "
+                         f"(x{','.join(f'{f:.3g}' for f in factors)}) would need {need / 2**30:.3g} GiB; crop the "
+                         "stack, check --spot-size, or pass --spot-size off")
+    out = np.asarray(volume, dtype)
     for axis, f in enumerate(factors):
         n = out.shape[axis]
         if f == 1.0:
@@ -135,6 +148,9 @@ def parse_spot_size(text: str, voxel_size_um: Sequence[float] | None) -> tuple[f
             raise ValueError(f"--spot-size {text} is in µm but the stack's voxel size is unknown: give --voxel-size "
                              "or the size in voxels")
         z, xy = z / float(voxel_size_um[0]), xy / float(voxel_size_um[2])
+    if not (SIGMA_LIMITS[0] <= z <= SIGMA_LIMITS[1] and SIGMA_LIMITS[0] <= xy <= SIGMA_LIMITS[1]):
+        raise ValueError(f"--spot-size {text} is a σ of {z:.3g},{xy:.3g} voxels; dmdet resamples spots of "
+                         f"{SIGMA_LIMITS[0]:g} to {SIGMA_LIMITS[1]:g} voxels to its size (check the units)")
     return float(z), float(xy), float(xy)
 
 

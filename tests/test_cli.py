@@ -410,3 +410,36 @@ def test_usage_errors_are_one_line_too(stack, tmp_path, pooled_model_path, args)
     assert len(lines) == 1 and lines[0].startswith("dmdet-infer: error: "), result.stderr
     assert (args[0] if args else "STACK") in lines[0] and "--help" in lines[0]
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_an_absurd_voxel_size_is_refused_not_written_as_inf(stack, tmp_path, pooled_model_path):
+    """Found by tests/test_fuzz.py: --voxel-size 1e308,1,1 overflowed the z_um column to inf (numpy warning)."""
+    result = run(stack, "-o", tmp_path / "s.csv", "--model", pooled_model_path, "--voxel-size", "1e308,1,1")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--voxel-size 1e+308,1,1 must be" in lines[0] and "at most 1e+06" in lines[0]
+    assert not (tmp_path / "s.csv").exists()
+    result = run(stack, "-o", tmp_path / "s.csv", "--model", pooled_model_path, "--voxel-size", "1e6,1e-9,1")
+    assert result.exit_code == 0 and read_csv(tmp_path / "s.csv")[0][-1] == "x_um"
+
+
+@pytest.mark.parametrize("size", ["1e-9,1e-9um", "1e9,1e9", "0.1,1.5"])
+def test_a_spot_size_that_would_resample_by_orders_of_magnitude_is_refused(stack, tmp_path, pooled_model_path, size):
+    """Found by tests/test_fuzz.py: --spot-size 1e-9,1e-9um resampled the stack by 1e9 per axis (MemoryError as
+    an internal error, or the machine's OOM killer); 1e9,1e9 padded by 1e9 voxels for its box filter."""
+    result = run(stack, "-o", tmp_path / "s.csv", "--model", pooled_model_path, "--voxel-size", "1",
+                 "--spot-size", size)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"error: --spot-size {size} is a σ of" in lines[0], result.stderr  # before any work
+
+
+def test_a_resampled_copy_beyond_the_memory_budget_is_refused(monkeypatch):
+    from dmdet_infer import scale
+    from dmdet_infer.errors import InputError
+
+    volume = np.zeros((8, 32, 32), np.uint16)
+    assert scale.resample(volume, (2.0, 2.0, 2.0)).shape == (15, 63, 63)
+    monkeypatch.setattr(scale, "MAX_RESAMPLED_BYTES", 15 * 63 * 63 * 4 - 1)
+    with pytest.raises(InputError, match=r"would need .* GiB.*--spot-size off"):
+        scale.resample(volume, (2.0, 2.0, 2.0))
