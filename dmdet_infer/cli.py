@@ -448,7 +448,8 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
     fixed_size = spot_size in ("auto", "off")
     if not fixed_size:  # fail on a malformed value before any file is read (µm sizes need each stack's voxels)
         try:
-            parse_spot_size(spot_size, (1.0, 1.0, 1.0))
+            microns = spot_size.strip().lower().endswith(("um", "µm"))  # their size in voxels needs each stack's
+            parse_spot_size(spot_size, voxel_size or (1.0, 1.0, 1.0), check_range=voxel_size is not None or not microns)
         except ValueError as exc:
             raise InputError(str(exc)) from None
     detector = Detector(model_path, device=device, threshold=threshold, min_distance=min_distance, refine=refine,

@@ -126,9 +126,11 @@ def to_input(coords: np.ndarray, factors: Sequence[float]) -> np.ndarray:
     return np.asarray(coords, np.float64) / np.asarray(factors, np.float64)
 
 
-def parse_spot_size(text: str, voxel_size_um: Sequence[float] | None) -> tuple[float, float, float]:
+def parse_spot_size(text: str, voxel_size_um: Sequence[float] | None,
+                    check_range: bool = True) -> tuple[float, float, float]:
     """``--spot-size``: ``Z,XY`` Gaussian σ in voxels; ``Z,XYum`` in µm (needs the voxel size); a ``fwhm=``
-    prefix gives full widths at half maximum instead of σ. Returns σ in voxels (z, y, x)."""
+    prefix gives full widths at half maximum instead of σ. Returns σ in voxels (z, y, x), refused outside
+    :data:`SIGMA_LIMITS` unless ``check_range`` is False (a syntax check before the voxel size is known)."""
     raw = text.strip().lower()
     fwhm = raw.startswith("fwhm=")
     if fwhm:
@@ -148,7 +150,7 @@ def parse_spot_size(text: str, voxel_size_um: Sequence[float] | None) -> tuple[f
             raise ValueError(f"--spot-size {text} is in µm but the stack's voxel size is unknown: give --voxel-size "
                              "or the size in voxels")
         z, xy = z / float(voxel_size_um[0]), xy / float(voxel_size_um[2])
-    if not (SIGMA_LIMITS[0] <= z <= SIGMA_LIMITS[1] and SIGMA_LIMITS[0] <= xy <= SIGMA_LIMITS[1]):
+    if check_range and not (SIGMA_LIMITS[0] <= z <= SIGMA_LIMITS[1] and SIGMA_LIMITS[0] <= xy <= SIGMA_LIMITS[1]):
         raise ValueError(f"--spot-size {text} is a σ of {z:.3g},{xy:.3g} voxels; dmdet resamples spots of "
                          f"{SIGMA_LIMITS[0]:g} to {SIGMA_LIMITS[1]:g} voxels to its size (check the units)")
     return float(z), float(xy), float(xy)

@@ -443,3 +443,12 @@ def test_a_resampled_copy_beyond_the_memory_budget_is_refused(monkeypatch):
     monkeypatch.setattr(scale, "MAX_RESAMPLED_BYTES", 15 * 63 * 63 * 4 - 1)
     with pytest.raises(InputError, match=r"would need .* GiB.*--spot-size off"):
         scale.resample(volume, (2.0, 2.0, 2.0))
+
+
+def test_a_spot_size_in_microns_is_checked_with_each_stacks_voxel_size(stack, tmp_path, pooled_model_path):
+    """The range check of --spot-size (above) must not assume 1 µm voxels before the stack is read: 0.19 µm is 1.9
+    voxels of this stack's 0.1 µm."""
+    result = run(stack, "-o", tmp_path / "s.csv", "--model", pooled_model_path, "--spot-size", "fwhm=1.4,0.45um")
+    assert result.exit_code == 0, result.output
+    result = run(stack, "-o", tmp_path / "s.csv", "--model", pooled_model_path, "--spot-size", "0.001,0.001um")
+    assert result.exit_code == 2 and "stack.tif: --spot-size 0.001,0.001um is a σ of" in result.stderr
