@@ -209,6 +209,11 @@ def _main(inputs, output, model_path, device, threshold, min_distance, voxel_siz
     except DmdetError as exc:
         _error(exc)
         code = exc.exit_code
+    except Exception as exc:  # a bug: still one line, no traceback (DMDET_DEBUG=1 shows it)
+        if os.environ.get("DMDET_DEBUG"):
+            raise
+        _error(f"internal error {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+        code = 1
     return code
 
 

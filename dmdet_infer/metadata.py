@@ -141,10 +141,12 @@ def _check_types(values: dict[str, Any]) -> None:
     for name, types in _TYPES.items():
         if name in values and not isinstance(values[name], types):
             raise bad(name, "a " + " or ".join("null" if t is type(None) else t.__name__ for t in types))
-    required = ("stride_zyx", "halo_zyx")
+    nullable = ("sigma_zyx", "voxel_size_um", "spot_sigma_zyx")  # null: unknown; the others need numbers
     for name in TRIPLES:
+        if name not in values and name not in ("stride_zyx", "halo_zyx"):
+            continue  # absent: the default
         value = values.get(name)
-        if value is None and name not in required:
+        if value is None and name in nullable:
             continue
         if not (isinstance(value, list) and len(value) == 3 and all(_is_number(v) for v in value)):
             raise bad(name, "a list of 3 numbers")

@@ -51,6 +51,7 @@ def test_modelinfo_is_hashable_value_object():
     ("stride_zyx", '"abc"'), ("halo_zyx", "null"), ("threshold", "[0.5]"), ("threshold", "NaN"),
     ("threshold", "1.5"), ("noise_peaks", "[1, 2]"), ("normalisation", '"local"'), ("sigma_zyx", '[1, "x", 2]'),
     ("spot_sigma_range_zyx", "[[1, 2]]"), ("config", "3"), ("noise_peaks", '{"thresholds": "x"}'),
+    ("min_distance_zyx", "null"),  # found by tests/test_fuzz.py: a TypeError traceback when the Detector was made
 ])
 def test_malformed_values_are_refused_naming_the_key(key, value):
     """Issue 16 item 5: each of these gave a traceback; now a ValueError that names the key."""
