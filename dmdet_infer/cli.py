@@ -209,6 +209,8 @@ def _main(inputs, output, model_path, device, threshold, min_distance, voxel_siz
     except DmdetError as exc:
         _error(exc)
         code = exc.exit_code
+    except click.ClickException:  # a bad option value found while running: click's usage error, one line
+        raise
     except Exception as exc:  # a bug: still one line, no traceback (DMDET_DEBUG=1 shows it)
         if os.environ.get("DMDET_DEBUG"):
             raise
