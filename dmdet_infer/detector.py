@@ -341,12 +341,20 @@ class Detector:
             if not np.isfinite(t):
                 meta["threshold_mode"] = "auto: nothing stands out"
         c = coords.reshape(-1, 3)[keep]
+        source = np.arange(keep.size)
         if self.split_pairs:
             f = np.where((scores[keep] >= self.threshold)[:, None], features[keep], np.nan)
             source, c = pairs.split(c, f, self.info.sigma_zyx)
-            keep = keep[source]
+        split = np.zeros(source.size, bool)
+        twin = np.diff(source) == 0  # a split spot gives two consecutive rows from one source
+        split[:-1] |= twin
+        split[1:] |= twin
+        f = features[keep[source]]
+        measured = {"mass": f[:, pairs.PHOTONS].astype(np.float64), "spread": f[:, pairs.L1].astype(np.float64),
+                    "split": split}
+        keep = keep[source]
         return Spots(c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy(), scores[keep], intensity[keep], None, size,
-                     meta)
+                     meta, measured)
 
     def meta(self) -> dict:
         """What :meth:`merge` records in ``Spots.meta`` before the volume's own threshold is known."""
@@ -398,8 +406,8 @@ class Detector:
             spots = self._detect_resampled(scale.resample(volume, found.factors), size, progress, cores)
             c = scale.to_input(spots.zyx, found.factors)
             keep = np.all((c > -0.5) & (c < np.asarray(volume.shape) - 0.5), axis=1)
-            return dataclasses.replace(spots, z=c[keep, 0], y=c[keep, 1], x=c[keep, 2], score=spots.score[keep],
-                                       intensity=spots.intensity[keep], meta={**spots.meta, "scale": found.as_dict()})
+            return dataclasses.replace(spots[keep], z=c[keep, 0], y=c[keep, 1], x=c[keep, 2],
+                                       meta={**spots.meta, "scale": found.as_dict()})
         spots = self._detect_resampled(volume, size, progress, cores, stats, centre)
         return dataclasses.replace(spots, meta={**spots.meta, "scale": found.as_dict()})
 

@@ -146,7 +146,7 @@ def test_constant_image_zero_spots_exit_0(tmp_path, pooled_model_path):
     out = tmp_path / "c.csv"
     result = run(path, "-o", out, "--model", pooled_model_path)
     assert result.exit_code == 0, result.output
-    assert out.read_text().splitlines() == ["z,y,x,score,intensity"]
+    assert out.read_text().splitlines() == ["z,y,x,score,intensity,mass,spread,split"]
 
 
 def test_bad_option_values(stack, tmp_path, pooled_model_path):

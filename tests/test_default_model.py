@@ -55,7 +55,7 @@ def test_cli_line_reports_the_threshold_and_when_nothing_stands_out(tmp_path):
     result = CliRunner().invoke(main, [str(noise), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "0 spots" in result.stdout and "nothing stands out of the noise" in result.stdout
-    assert out.read_text().splitlines() == ["z,y,x,score,intensity"]
+    assert out.read_text().splitlines() == ["z,y,x,score,intensity,mass,spread,split"]
     result = CliRunner().invoke(main, [str(EXAMPLES / "virus_snr4.tif"), "-o", str(tmp_path / "s.csv")])
     assert "(auto)" in result.stdout and "threshold 0." in result.stdout and "spot sigma" in result.stdout
 

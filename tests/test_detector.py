@@ -104,11 +104,12 @@ def test_frames_stream_with_frame_index_and_units(detector, tmp_path):
     table = Spots.concat(parts)
     assert len(table) == 3 * len(TRUTH)
     cols = table.columns()
-    assert list(cols) == ["frame", "z", "y", "x", "score", "intensity", "z_um", "y_um", "x_um"]
+    assert list(cols) == ["frame", "z", "y", "x", "score", "intensity", "z_um", "y_um", "x_um",
+                          "mass", "spread", "split"]
     np.testing.assert_allclose(cols["y_um"], table.y * 0.1)
     table.to_csv(tmp_path / "t.csv")
     lines = (tmp_path / "t.csv").read_text().splitlines()
-    assert lines[0] == "frame,z,y,x,score,intensity,z_um,y_um,x_um"
+    assert lines[0] == "frame,z,y,x,score,intensity,z_um,y_um,x_um,mass,spread,split"
     assert len(lines) == 1 + len(table)
 
 
