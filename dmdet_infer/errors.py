@@ -9,8 +9,9 @@ class DmdetError(Exception):
     exit_code = 1
 
 
-class InputError(DmdetError):
-    """Bad input from the user (file, array, option or model): exit code 2."""
+class InputError(DmdetError, ValueError):
+    """Bad input from the user (file, array, option or model): exit code 2. A ``ValueError``, so that code
+    embedding dmdet can catch it as one."""
 
     exit_code = 2
 

@@ -83,3 +83,12 @@ def test_detect_returns_features_split_halves_and_the_threshold_used():
     assert np.all(spots.features["mass"][np.isfinite(spots.features["mass"])] > 0)
     near = np.hypot(spots.y - 112.0, spots.x - 41.5) < 3.0
     assert near.sum() == 2 and spots.features["split"][near].all() and spots.features["split"].sum() == 2
+
+
+def test_bad_arguments_are_value_errors():
+    from dmdet_infer import Detector
+    from dmdet_infer.errors import InputError
+
+    with pytest.raises(ValueError, match="threshold"):
+        Detector(threshold=5)
+    assert issubclass(InputError, ValueError)
