@@ -67,6 +67,8 @@ class ModelInfo:
             value = getattr(self, name)
             if len(value) != 3 or any(int(v) != v or v < (1 if name == "stride_zyx" else 0) for v in value):
                 raise ValueError(f"dmdet.{name} must be 3 non-negative integers (stride >= 1), got {value!r}")
+        if self.sigma_zyx is not None and (len(self.sigma_zyx) != 3 or not all(v > 0 for v in self.sigma_zyx)):
+            raise ValueError(f"dmdet.sigma_zyx must be 3 positive numbers (or null), got {self.sigma_zyx!r}")
         if self.noise_peaks is not None:
             check_calibration(self.noise_peaks)
         if self.spot_sigma_zyx is not None:

@@ -52,6 +52,7 @@ def test_modelinfo_is_hashable_value_object():
     ("threshold", "1.5"), ("noise_peaks", "[1, 2]"), ("normalisation", '"local"'), ("sigma_zyx", '[1, "x", 2]'),
     ("spot_sigma_range_zyx", "[[1, 2]]"), ("config", "3"), ("noise_peaks", '{"thresholds": "x"}'),
     ("min_distance_zyx", "null"),  # found by tests/test_fuzz.py: a TypeError traceback when the Detector was made
+    ("sigma_zyx", "[0, 0, 0]"),  # found by tests/test_fuzz.py: ZeroDivisionError (exit 1) in pairs.shape_features
 ])
 def test_malformed_values_are_refused_naming_the_key(key, value):
     """Issue 16 item 5: each of these gave a traceback; now a ValueError that names the key."""
