@@ -18,6 +18,7 @@ FORMAT_VERSION = 1
 PREFIX = "dmdet."
 KINDS = ("density", "binary")
 PRECISIONS = ("fp32", "fp16")
+MAX_STRIDE = 64  #: a network pooling more than 2**6 along an axis is no dmdet network
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class ModelInfo:
             value = getattr(self, name)
             if len(value) != 3 or any(int(v) != v or v < (1 if name == "stride_zyx" else 0) for v in value):
                 raise ValueError(f"dmdet.{name} must be 3 non-negative integers (stride >= 1), got {value!r}")
+        if max(self.stride_zyx) > MAX_STRIDE:  # every input is padded to it: 1000 made a 1e9-voxel block
+            raise ValueError(f"dmdet.stride_zyx must be at most {MAX_STRIDE} on each axis, got {self.stride_zyx!r}")
         if self.sigma_zyx is not None and (len(self.sigma_zyx) != 3 or not all(v > 0 for v in self.sigma_zyx)):
             raise ValueError(f"dmdet.sigma_zyx must be 3 positive numbers (or null), got {self.sigma_zyx!r}")
         if self.noise_peaks is not None:

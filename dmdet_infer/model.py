@@ -120,10 +120,17 @@ class Model:
         options = ort.RunOptions()
         with _ACTIVE_CHANGED:
             _ACTIVE.add(options)
-        if threading.current_thread() is threading.main_thread():
-            out = _in_helper_thread(lambda: self._forward(x, options), options)
-        else:
-            out = _release(options, lambda: self._forward(x, options))
+        try:
+            if threading.current_thread() is threading.main_thread():
+                out = _in_helper_thread(lambda: self._forward(x, options), options)
+            else:
+                out = _release(options, lambda: self._forward(x, options))
+        except Exception as exc:  # onnxruntime's own exception types
+            if "bad_alloc" in str(exc) or "Failed to allocate memory" in str(exc):
+                raise InputError(where(self.path, f"not enough memory to run the network on a block of "
+                                                  f"{'x'.join(map(str, block.shape))} voxels; pass a smaller --tile "
+                                                  "or --tile-memory")) from None
+            raise
         if out.shape != block.shape or out.dtype.kind != "f":  # a wrong network must not be read as spots
             raise InputError(where(self.path, f"the network returned {out.dtype} {out.shape} for an input of "
                                               f"{tuple(block.shape)}; a dmdet model returns a float map of the "

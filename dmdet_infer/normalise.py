@@ -246,6 +246,12 @@ def check_spec(spec: Any) -> None:
         if (not isinstance(block, (list, tuple)) or len(block) != 3
                 or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in block)):
             raise ValueError(f"dmdet.normalisation.block must be three positive integers (z, y, x), got {block!r}")
+    if method == "percentile":
+        low, high = spec.get("low", 1.0), spec.get("high", 99.8)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) \
+                or not 0.0 <= low < high <= 100.0:
+            raise ValueError(f"dmdet.normalisation low and high must be percentiles with 0 <= low < high <= 100, got "
+                             f"{low!r} and {high!r}")
 
 
 def stats(volume, spec: dict[str, Any]) -> Stats:

@@ -452,3 +452,19 @@ def test_a_spot_size_in_microns_is_checked_with_each_stacks_voxel_size(stack, tm
     assert result.exit_code == 0, result.output
     result = run(stack, "-o", tmp_path / "s.csv", "--model", pooled_model_path, "--spot-size", "0.001,0.001um")
     assert result.exit_code == 2 and "stack.tif: --spot-size 0.001,0.001um is a σ of" in result.stderr
+
+
+def test_the_network_running_out_of_memory_is_one_line_exit_2(stack, tmp_path, pooled_model_path, monkeypatch):
+    """ONNX Runtime's std::bad_alloc (a tile too large for the memory) was an 'internal error', exit 1."""
+    from dmdet_infer.model import Model
+
+    def out_of_memory(self, x, options=None):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while "
+                           "running Conv node. Status Message: std::bad_alloc")
+
+    monkeypatch.setattr(Model, "_forward", out_of_memory)
+    result = run(stack, "-o", tmp_path / "s.csv", "--model", pooled_model_path)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not enough memory to run the network" in lines[0] and "--tile" in lines[0]
+    assert not (tmp_path / "s.csv").exists()

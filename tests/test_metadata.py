@@ -53,6 +53,8 @@ def test_modelinfo_is_hashable_value_object():
     ("spot_sigma_range_zyx", "[[1, 2]]"), ("config", "3"), ("noise_peaks", '{"thresholds": "x"}'),
     ("min_distance_zyx", "null"),  # found by tests/test_fuzz.py: a TypeError traceback when the Detector was made
     ("sigma_zyx", "[0, 0, 0]"),  # found by tests/test_fuzz.py: ZeroDivisionError (exit 1) in pairs.shape_features
+    ("stride_zyx", "[1000, 1000, 1000]"),  # every stack padded to 1e9 voxels: std::bad_alloc, exit 1
+    ("normalisation", '{"method": "percentile", "low": 99, "high": 1}'),  # read every stack as constant: 0 spots
 ])
 def test_malformed_values_are_refused_naming_the_key(key, value):
     """Issue 16 item 5: each of these gave a traceback; now a ValueError that names the key."""
