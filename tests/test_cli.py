@@ -420,7 +420,7 @@ def test_an_absurd_voxel_size_is_refused_not_written_as_inf(stack, tmp_path, poo
     assert len(lines) == 1 and "--voxel-size 1e+308,1,1 must be" in lines[0] and "at most 1e+06" in lines[0]
     assert not (tmp_path / "s.csv").exists()
     result = run(stack, "-o", tmp_path / "s.csv", "--model", pooled_model_path, "--voxel-size", "1e6,1e-9,1")
-    assert result.exit_code == 0 and read_csv(tmp_path / "s.csv")[0][-1] == "x_um"
+    assert result.exit_code == 0 and "x_um" in read_csv(tmp_path / "s.csv")[0]
 
 
 @pytest.mark.parametrize("size", ["1e-9,1e-9um", "1e9,1e9", "0.1,1.5"])
