@@ -62,9 +62,11 @@ def free_gpu_memory() -> int | None:
     return None
 
 
-def bytes_per_voxel(width: int | None) -> int:
-    """Estimated peak working bytes per tile voxel for a network of first-level ``width`` (16 when unknown)."""
-    return BYTES_PER_VOXEL_PER_CHANNEL * int(width or 16) + BYTES_PER_VOXEL_IO
+def bytes_per_voxel(width: object) -> int:
+    """Estimated peak working bytes per tile voxel for a network of first-level ``width`` (16 when unknown, and
+    when the model's free-form config says something that is no width: text, zero, negative, absurdly large)."""
+    usable = isinstance(width, (int, float)) and not isinstance(width, bool) and 1 <= width <= 4096
+    return BYTES_PER_VOXEL_PER_CHANNEL * (int(width) if usable else 16) + BYTES_PER_VOXEL_IO  # type: ignore[arg-type]
 
 
 def tile_voxels(width: int | None, on_cuda: bool = False, max_bytes: int | None = None) -> int:

@@ -27,3 +27,12 @@ def test_wider_networks_get_fewer_voxels_and_cuda_asks_the_gpu(monkeypatch):
 def test_available_ram_reads_this_machine():
     free = memory.available_ram()
     assert free is None or free > 0
+
+
+def test_a_config_width_that_is_no_width_counts_as_unknown():
+    """Found by tests/test_fuzz.py: a model whose config said width "x" failed with an internal ValueError."""
+    from dmdet_infer.memory import bytes_per_voxel
+
+    for width in ("x", None, 0, -3, 1e9, True, float("nan"), [8]):
+        assert bytes_per_voxel(width) == bytes_per_voxel(16), width
+    assert bytes_per_voxel(8) < bytes_per_voxel(16) < bytes_per_voxel(32.0)
