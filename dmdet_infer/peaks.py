@@ -184,7 +184,7 @@ def _suppress(vox, md, shape):  # pragma: no cover - compiled
     cell = np.empty(3, dtype=np.int64)
     ncell = np.empty(3, dtype=np.int64)
     for a in range(3):
-        cell[a] = max(1, min(int(math.ceil(md[a])), max(shape[a], 1)))
+        cell[a] = max(1, int(math.ceil(min(md[a], max(shape[a], 1)))))  # clip first: md may be 1e300 or inf
         ncell[a] = (shape[a] + cell[a] - 1) // cell[a]
     return _suppress_cells(vox, md, cell, ncell)
 
@@ -470,7 +470,7 @@ def suppress(voxels: np.ndarray, scores: np.ndarray, min_distance: float | Seque
     v = vox[order]
     v = np.ascontiguousarray(v - v.min(axis=0))
     extent = v.max(axis=0) + 1
-    cell = np.maximum(np.ceil(md).astype(np.int64), 1)
+    cell = np.maximum(np.ceil(np.minimum(md, extent)).astype(np.int64), 1)  # one cell spans the extent at most
     budget = max(4 * v.shape[0], 4096)
     while int(np.prod(-(-extent // cell))) > budget:
         a = int(np.argmax(-(-extent // cell)))

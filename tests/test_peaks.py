@@ -230,3 +230,25 @@ def test_identical_to_scipy_reference(quantised):
             assert len(p.scores) > 5
             assert np.array_equal(p.voxels, voxels) and np.array_equal(p.scores, scores)
             np.testing.assert_allclose(p.coords, coords, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("md", [1e300, np.inf, 1e19])
+def test_a_huge_min_distance_keeps_only_the_best_peak_without_warnings(md):
+    """Found by tests/test_fuzz.py: a model with min_distance_zyx [1e300, 1, 1] made the suppression grid's cell
+    size overflow int64 ('invalid value encountered in cast')."""
+    import warnings
+
+    from dmdet_infer.peaks import suppress
+
+    d = np.zeros((6, 20, 20), np.float32)
+    for z, y, x, v in [(1, 3, 3, 0.9), (4, 15, 15, 0.8), (2, 10, 17, 0.7)]:
+        d[z, y, x] = v
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = find_peaks(d, 0.5, min_distance=(md, 1, 1))
+        assert p.scores.tolist() == pytest.approx([0.9, 0.8, 0.7])  # z alone: no two peaks share y and x
+        p = find_peaks(d, 0.5, min_distance=md)
+        assert p.scores.tolist() == pytest.approx([0.9])
+        vox = np.array([[1, 3, 3], [4, 15, 15], [2, 10, 17]])
+        assert suppress(vox, np.array([0.9, 0.8, 0.7]), md).tolist() == [0]
+        assert suppress(vox, np.array([0.9, 0.8, 0.7]), (md, 1, 1)).tolist() == [0, 1, 2]
