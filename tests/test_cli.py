@@ -39,9 +39,9 @@ def test_one_stack_to_csv(stack, tmp_path, pooled_model_path):
     assert result.exit_code == 0, result.output
     assert f"3 spots -> {out}" in result.stdout
     header, rows = read_csv(out)
-    assert header == ["z", "y", "x", "score", "intensity", "z_um", "y_um", "x_um"]
-    assert rows.shape == (3, 8)
-    np.testing.assert_allclose(rows[:, 5:], rows[:, :3] * [0.3, 0.1, 0.1], atol=1e-3)
+    assert header == ["z", "y", "x", "score", "intensity", "z_um", "y_um", "x_um", "mass", "spread", "split"]
+    assert rows.shape == (3, 11)
+    np.testing.assert_allclose(rows[:, 5:8], rows[:, :3] * [0.3, 0.1, 0.1], atol=1e-3)
 
 
 def test_options_reach_the_detector(stack, tmp_path, pooled_model_path):
@@ -51,7 +51,7 @@ def test_options_reach_the_detector(stack, tmp_path, pooled_model_path):
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
     header, rows = read_csv(out)
-    assert rows.shape[0] == 0 and header[-1] == "x_um"
+    assert rows.shape[0] == 0 and header[7] == "x_um"
 
 
 def test_folder_of_stacks_keeps_going_past_a_bad_file(stack, tmp_path, pooled_model_path):

@@ -118,7 +118,7 @@ def test_detection_on_ome_zarr_equals_numpy(tmp_path, pooled_model_path):
     expect = [det.detect(data[t, 0]).with_frame(t) for t in range(2)]
     assert len(spots) == sum(len(e) for e in expect) >= 6
     np.testing.assert_allclose(spots.zyx, np.concatenate([e.zyx for e in expect]), atol=1e-9)
-    assert list(spots.columns())[-1] == "x_um"
+    assert "x_um" in spots.columns()
 
 
 @pytest.mark.parametrize("kwargs,message", [
