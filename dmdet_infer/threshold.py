@@ -183,6 +183,35 @@ def calibration_voxels(calibration: dict[str, Any]) -> int:
                                                                                             CALIBRATION_SHAPE)))
 
 
+#: Below this many calibrated noise peaks above a threshold, :func:`_tail` extrapolates the rate there.
+TAIL_COUNT = 30
+
+
+def _tail(counted: np.ndarray, n_cal: float, grid: np.ndarray) -> np.ndarray:
+    """A noise model's rate above each threshold with its rare high-scoring peaks extrapolated, not only counted.
+
+    Noise peaks above a score ``t`` fall off as a Gaussian tail of the score's logit (the network's value before
+    its sigmoid at the maximum of a noise field): ``log r = a + b l + c l^2``, fitted (weighted by the counts) to the
+    thresholds from 0.3 with at least :data:`TAIL_COUNT` calibrated peaks, gives the rate above them, never below
+    what was counted (a straight line in the logit when the fit bends up; the counts as they are, raised to their
+    Poisson upper bound (:func:`upper_count`), with fewer than three such thresholds). So a cut above the last
+    calibrated noise peak still expects some, fewer the higher it is: one stray noise peak does not "stand out",
+    and one very bright spot still does."""
+    counts = counted * n_cal
+    well = np.flatnonzero((counts >= TAIL_COUNT) & (grid >= 0.3))
+    if well.size < 3:
+        return upper_count(counts) / n_cal
+    logit = np.log(grid / (1.0 - grid))
+    weights = np.sqrt(counts[well])
+    coef = np.polyfit(logit[well], np.log(counted[well]), 2, w=weights)
+    if coef[0] > 0:
+        coef = np.r_[0.0, np.polyfit(logit[well], np.log(counted[well]), 1, w=weights)]
+    out = counted.copy()
+    rare = np.arange(grid.size) > well[-1]
+    out[rare] = np.maximum(counted[rare], np.exp(np.polyval(coef, logit[rare])))
+    return np.maximum.accumulate(out[::-1])[::-1]  # never more peaks above a higher cut
+
+
 def _estimate(above: np.ndarray, rate: np.ndarray, n_voxels: int, guard: float) -> np.ndarray:
     """Conservative true-spot counts: candidates above a cut less the expected noise peaks and ``guard`` sd."""
     fp = rate * float(n_voxels)
@@ -212,9 +241,9 @@ def noise_rates(scores: np.ndarray, n_voxels: int,
     holds each model's rates; each model's rates are scaled so that its peaks in :data:`EXCESS_BAND` match the
     stack's own (with a 2-sd upper bound on that count); the shapes come from the calibration, the level from the
     stack. The worst rates, which :func:`stands_out` asks whether anything at all exceeds, are the highest scaled
-    rate at every cut with each calibrated count taken at its Poisson upper bound (:func:`upper_count`: a cut where
-    the calibration saw no noise peak is not free of them); the nearest, which the cut search uses, are those of
-    the model whose level is nearest the stack's, as counted. The third value is the stack's excess over the
+    rate at every cut, with each model's rare high-scoring peaks extrapolated (:func:`_tail`: a cut where the
+    calibration saw no noise peak is not free of them); the nearest, which the cut search uses, are those of the
+    model whose level is nearest the stack's, as counted. The third value is the stack's excess over the
     noisiest model (the smallest scale, at least 1). Rates are (thresholds, 1 + mass levels) arrays (one column
     without a mass calibration)."""
     cut = "per_voxel_cut" in calibration
@@ -236,7 +265,7 @@ def noise_rates(scores: np.ndarray, n_voxels: int,
         scales.append(observed / expected)
         counted = np.c_[r, cuts[m]] if cut else r[:, None]
         rates.append(scale * counted)
-        bounds.append(scale * upper_count(counted * n_cal) / n_cal)
+        bounds.append(scale * _tail(r, n_cal, grid)[:, None])
     nearest = int(np.argmin(np.abs(np.log(np.maximum(scales, 1e-9)))))
     return np.max(bounds, axis=0), rates[nearest], max(1.0, float(min(scales)))
 
