@@ -122,13 +122,13 @@ class Spots:
 
     @classmethod
     def empty(cls, voxel_size_um: tuple[float, float, float] | None = None, with_frame: bool = False,
-              meta: dict[str, Any] | None = None, features: bool = True) -> Spots:
-        """No spot; with the feature columns (empty) unless ``features`` is False, so that a CSV of no spot has
-        the same header as one with spots."""
+              meta: dict[str, Any] | None = None) -> Spots:
+        """No spot, with the (empty) feature columns, so that a CSV of no spot has the same header as one with
+        spots."""
         e = np.zeros(0, np.float64)
         return cls(e, e, e, np.zeros(0, np.float32), np.zeros(0, np.float32),
                    np.zeros(0, np.int64) if with_frame else None, voxel_size_um, dict(meta or {}),
-                   empty_features() if features else {})
+                   {"mass": e, "spread": e, "split": np.zeros(0, bool)})
 
     @classmethod
     def concat(cls, parts: Sequence[Spots]) -> Spots:
@@ -149,7 +149,3 @@ class Spots:
         """The same spots tagged with a frame index."""
         return replace(self, frame=np.full(len(self), index, np.int64))
 
-
-def empty_features() -> dict[str, np.ndarray]:
-    """The :data:`FEATURES` columns of no spot."""
-    return {"mass": np.zeros(0, np.float64), "spread": np.zeros(0, np.float64), "split": np.zeros(0, bool)}

@@ -313,35 +313,26 @@ def decoy_rates(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str
     (``stack_scores`` over ``n_voxels``), the rates are scaled up, never down, so that the decoy's peaks in
     :data:`EXCESS_BAND`, where real spots rarely score, are as many per voxel as the stack's (their lower 2-sd
     bound): the scaling that the calibrated noise models get."""
-    counts = _decoy_counts(decoy, calibration)
-    return (counts + 2.0 * np.sqrt(counts)) / max(int(decoy[2]), 1) * _decoy_scale(decoy, stack_scores, n_voxels)
+    return _decoy(decoy, calibration, stack_scores, n_voxels)[0]
 
 
-def _decoy_counts(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str, Any]) -> np.ndarray:
-    """The negated stack's peaks above each cut of :func:`choose_cut`'s grid."""
+def _decoy(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str, Any],
+           stack_scores: np.ndarray | None = None, n_voxels: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """What :func:`_search` needs of the negated stack: its rates (:func:`decoy_rates`), its peak counts above each
+    cut of :func:`choose_cut`'s grid, and the factor from one of its peaks to the false peaks expected in the whole
+    stack of ``n_voxels`` (0 without it)."""
+    scores, photons, voxels = decoy
+    voxels = max(int(voxels), 1)
     grid = np.asarray(calibration["thresholds"], np.float64)
     levels = np.r_[-np.inf, np.asarray(calibration.get("photons", []), np.float64)]
-    return _above_cuts(decoy[0], decoy[1], grid, levels).astype(np.float64)
-
-
-def _decoy_scale(decoy: tuple[np.ndarray, np.ndarray, int], stack_scores: np.ndarray | None,
-                 n_voxels: int | None) -> float:
-    """How much the decoy's rates are scaled up for skewed noise (:func:`decoy_rates`)."""
-    if stack_scores is None or not n_voxels:
-        return 1.0
-    own = _in_band(stack_scores)
-    own = max(own - 2.0 * np.sqrt(own), 0.0) / float(n_voxels)
-    return max(1.0, own / ((_in_band(decoy[0]) + 1.0) / max(int(decoy[2]), 1)))
-
-
-def _decoy(decoy: tuple[np.ndarray, np.ndarray, int], calibration: dict[str, Any], stack_scores: np.ndarray,
-           n_voxels: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """What :func:`_search` needs of the negated stack: its rates (:func:`decoy_rates`), its peak counts above
-    each cut, and the factor from one of its peaks to the false peaks expected in the whole stack."""
-    scale = _decoy_scale(decoy, stack_scores, n_voxels)
-    counts = _decoy_counts(decoy, calibration)
-    return (decoy_rates(decoy, calibration, stack_scores, n_voxels), counts,
-            scale * float(n_voxels) / max(int(decoy[2]), 1))
+    counts = _above_cuts(scores, photons, grid, levels).astype(np.float64)
+    scale = 1.0
+    if stack_scores is not None and n_voxels:  # skewed noise: scaled up to the stack's own low band, never down
+        own = _in_band(stack_scores)
+        own = max(own - 2.0 * np.sqrt(own), 0.0) / float(n_voxels)
+        scale = max(1.0, own / ((_in_band(scores) + 1.0) / voxels))
+    rates = (counts + 2.0 * np.sqrt(counts)) / voxels * scale
+    return rates, counts, scale * float(n_voxels or 0) / voxels
 
 
 def gain_stands_out(gained: float, decoy_gained: float, factor: float, guard: float = GUARD_SD) -> bool:
