@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -28,6 +29,37 @@ Examples:
   dmdet-infer huge.tif -o spots.csv --workers 8         # local dask cluster (pip install 'dmdet[dask]')
   dmdet-infer huge.zarr -o spots.csv --scheduler tcp://10.0.0.5:8786
 """
+
+
+#: The Python API's errors name its parameters; the one line the CLI prints names the flag the user typed.
+FLAGS = {
+    "threshold": "--threshold", "min_distance": "--min-distance", "voxel_size_um": "--voxel-size",
+    "spot_size": "--spot-size", "channel": "--channel", "axes": "--axes", "tile": "--tile",
+    "tile_memory": "--tile-memory", "refine": "--refine", "device": "--device", "model": "--model",
+    "level": "--level", "scheduler": "--scheduler", "workers": "--workers",
+}
+_NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
+#: Where an API message names a parameter: as a keyword anywhere (``use channel=0``, ``axes='ZYX'``, ``pass
+#: tile=``), or as the subject of a clause (``threshold must ...``, ``tile needs ...``) at the start of the message
+#: or after ": " or "; ". Plain words ("1 channel", "axes ZYX", "the model") and paths are left alone.
+_PARAMETER = re.compile(rf"(?<![\w.-])(?P<keyword>{_NAMES})=(?:'(?P<value>[^'\s]+)')?"
+                        rf"|(?:^|(?<=: )|(?<=; ))(?P<subject>{_NAMES})(?= (?:must|needs) )")
+
+
+def flag_names(message: str) -> str:
+    """An API error message in the CLI's words: ``threshold must be ...`` -> ``--threshold must be ...``,
+    ``use channel=0`` -> ``use --channel 0``, ``axes='ZYX'`` -> ``--axes ZYX``, ``pass tile=`` -> ``pass --tile``."""
+
+    def flag(m: re.Match[str]) -> str:
+        if m["subject"]:
+            return FLAGS[m["subject"]]
+        name = FLAGS[m["keyword"]]
+        if m["value"] is not None:
+            return f"{name} {m['value']}"
+        follows = message[m.end():m.end() + 1]
+        return name if follows in ("", " ", ",", ";", ")") else name + " "
+
+    return _PARAMETER.sub(flag, message)
 
 
 def _versions(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -259,8 +291,8 @@ def _interrupted() -> None:
     sys.exit(130)
 
 
-def _error(exc: BaseException) -> None:
-    click.echo(f"dmdet-infer: error: {exc}", err=True)
+def _error(exc: BaseException | str) -> None:
+    click.echo(f"dmdet-infer: error: {flag_names(str(exc))}", err=True)
 
 
 def _input_paths(inputs) -> tuple[list[Path], list[InputError]]:

@@ -132,24 +132,24 @@ class Detector:
         info = self.model.info
         self.auto = threshold == "auto" or (threshold is None and info.noise_peaks is not None)
         if self.auto and info.noise_peaks is None:
-            raise InputError("--threshold auto needs a model with a noise calibration (dmdet.noise_peaks); this "
+            raise InputError("threshold='auto' needs a model with a noise calibration (dmdet.noise_peaks); this "
                              "model has none: re-export it with python -m export, or give a number")
         try:
             self.threshold = float(info.threshold if threshold in (None, "auto") else threshold)  # type: ignore[arg-type]
         except (TypeError, ValueError):
-            raise InputError(f"--threshold must be a number in [0, 1) or 'auto', got {threshold!r}") from None
+            raise InputError(f"threshold must be a number in [0, 1) or 'auto', got {threshold!r}") from None
         if not 0.0 <= self.threshold < 1.0:
-            raise InputError(f"--threshold must be in [0, 1) (the density map is a sigmoid output), got {threshold}")
+            raise InputError(f"threshold must be in [0, 1) (the density map is a sigmoid output), got {threshold}")
         self.min_distance = as_triple(info.min_distance_zyx if min_distance is None else min_distance,
-                                      "--min-distance")
+                                      "min_distance")
         if refine not in REFINEMENTS:
-            raise InputError(f"refinement must be one of {', '.join(REFINEMENTS)}, got {refine!r}")
+            raise InputError(f"refine must be one of {', '.join(REFINEMENTS)}, got {refine!r}")
         self.refine = refine
         self.tile = None if tile is None else tuple(int(t) for t in tile)
         if self.tile is not None and (len(self.tile) != 3 or min(self.tile) < 1):
-            raise InputError(f"--tile needs three positive sizes Z,Y,X, got {tile!r}")
+            raise InputError(f"tile needs three positive sizes Z,Y,X, got {tile!r}")
         if tile_memory is not None and not tile_memory > 0:
-            raise InputError(f"--tile-memory must be positive, got {tile_memory!r}")
+            raise InputError(f"tile_memory must be positive, got {tile_memory!r}")
         width = info.config.get("width") if isinstance(info.config, dict) else None
         self.max_tile_voxels = memory.tile_voxels(width, self.model.on_cuda, tile_memory)
         self.split_pairs = bool(split_pairs) and info.kind == "density" and info.sigma_zyx is not None
@@ -158,9 +158,9 @@ class Detector:
         if spot_size is None or (isinstance(spot_size, str) and spot_size in ("auto", "off")):
             self.spot_size: str | Triple | None = None if spot_size in (None, "off") else "auto"
         else:
-            self.spot_size = as_triple(spot_size, "--spot-size")
+            self.spot_size = as_triple(spot_size, "spot_size")
             if min(self.spot_size) <= 0:
-                raise InputError(f"--spot-size must be positive, got {spot_size!r}")
+                raise InputError(f"spot_size must be positive, got {spot_size!r}")
 
     def model_scale(self) -> tuple[Triple, tuple[tuple[float, float], ...]]:
         """(nominal spot σ, (low, high) per axis) the model works at; models that do not say: their target σ

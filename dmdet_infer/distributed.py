@@ -107,20 +107,20 @@ def connect(scheduler: str | None = None, workers: int | None = None, threads: i
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise InputError("--scheduler/--workers need dask.distributed; install it with "
+        raise InputError("scheduler= and workers= need dask.distributed; install it with "
                          "`pip install 'dmdet[dask]'`") from None
     if scheduler:
         try:
             client = Client(scheduler, timeout=30)
         except (OSError, ValueError, TypeError) as exc:  # unreachable, or an address dask cannot parse
-            raise InputError(f"--scheduler {scheduler}: cannot connect ({' '.join(str(exc).split())[:160]})") \
+            raise InputError(f"scheduler={scheduler!r}: cannot connect ({' '.join(str(exc).split())[:160]})") \
                 from None
         with client:
             yield client
         return
     n = int(workers or os.cpu_count() or 1)
     if n < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
+        raise InputError(f"workers must be at least 1, got {workers}")
     with LocalCluster(n_workers=n, threads_per_worker=threads, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         client.run(_quiet_ctrl_c)

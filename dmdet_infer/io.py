@@ -92,11 +92,11 @@ class Stack:
                                  "ZYX or TZYX array")
             else:
                 raise InputError(f"array: {data.ndim}D array (shape {data.shape}); pass axes= (e.g. "
-                                 "'TZCYX') to say what each dimension is")
-        axes = _check_axes(axes, data.ndim, None, "axes=")
+                                 "axes='TZCYX') to say what each dimension is")
+        axes = _check_axes(axes, data.ndim, None)
         _check_dtype(data.dtype, None)
         tzyx, has_time = normalise_axes(data, axes, channel=channel, path=None)
-        return cls(tzyx, axes, _check_voxel_size(voxel_size_um), None, has_time)
+        return cls(tzyx, axes, _check_voxel_size(voxel_size_um, "voxel_size_um"), None, has_time)
 
 
 def normalise_axes(data: np.ndarray, axes: str, channel: int | None = None,
@@ -130,13 +130,13 @@ def normalise_axes(data: np.ndarray, axes: str, channel: int | None = None,
         if "Z" in kept or len(generic) > 1 or generic[0] not in _GENERIC_AXES:
             ax = generic[0]
             raise InputError(where(path, f"cannot interpret axis {ax} ({_AXIS_NAMES.get(ax, 'unknown')}, "
-                                         f"size {shape[axes.index(ax)]}) of axes {axes}; pass --axes to say "
-                                         f"which axis is T, Z, C, Y, X (e.g. --axes {_example_axes(len(axes))})"))
+                                         f"size {shape[axes.index(ax)]}) of axes {axes}; pass axes= to say "
+                                         f"which axis is T, Z, C, Y, X (e.g. axes='{_example_axes(len(axes))}')"))
         kept[kept.index(generic[0])] = "Z"
     if "Y" not in kept or "X" not in kept:
-        raise InputError(where(path, f"axes {axes} have no Y and X; pass --axes (e.g. --axes ZYX)"))
+        raise InputError(where(path, f"the axes {axes} have no Y and X; pass axes= (e.g. axes='ZYX')"))
     if "Z" not in kept:
-        hint = " (if T is really Z, pass --axes with Z in its place)" if "T" in kept else ""
+        hint = " (if T is really Z, pass axes= with Z in its place)" if "T" in kept else ""
         raise InputError(where(path, f"2D image (axes {axes}, shape {shape}); dmdet is a 3D detector and "
                                      f"needs a Z axis (ZYX or TZYX){hint}"))
     view = data[tuple(index)]
@@ -159,21 +159,21 @@ def _select_channel_axes(axes: str, shape: tuple[int, ...], channel: int | None,
         raise InputError(where(path, f"has both channels (C, {many['C']}) and samples (S, {many['S']}) in "
                                      f"axes {axes}; convert it to a single-channel stack first"))
     if channel is not None and channel < 0:
-        raise InputError(where(path, f"--channel {channel} is negative; channels count from 0"))
+        raise InputError(where(path, f"channel={channel} is negative; channels count from 0"))
     if not many:
         if channel not in (None, 0):
-            raise InputError(where(path, f"--channel {channel} is out of range: the file has 1 channel "
-                                         f"(axes {axes}); use --channel 0 or leave it out"))
+            raise InputError(where(path, f"channel={channel} is out of range: the file has 1 channel "
+                                         f"(axes {axes}); use channel=0 or leave it out"))
         return
     ax, n = next(iter(many.items()))
     what = "channels" if ax == "C" else "samples (e.g. RGB)"
     if channel is None:
-        z_hint = (f", or --axes with Z in place of {ax} if that axis is really Z"
+        z_hint = (f", or axes= with Z in place of {ax} if that axis is really Z"
                   if "Z" not in axes else "")
-        raise InputError(where(path, f"has {n} {what} (axes {axes}); pass --channel K with K in 0..{n - 1} "
+        raise InputError(where(path, f"has {n} {what} (axes {axes}); pass channel=K with K in 0..{n - 1} "
                                      f"to pick one{z_hint}"))
     if channel >= n:
-        raise InputError(where(path, f"--channel {channel} is out of range: the file has {n} {what} "
+        raise InputError(where(path, f"channel={channel} is out of range: the file has {n} {what} "
                                      f"(axes {axes}); use 0..{n - 1}"))
 
 
@@ -181,12 +181,12 @@ def _channel_index(n: int, channel: int | None) -> int:
     return 0 if n == 1 or channel is None else channel
 
 
-def _check_axes(axes: str, ndim: int, path: object | None, origin: str) -> str:
+def _check_axes(axes: str, ndim: int, path: object | None) -> str:
     axes = str(axes).strip().upper()
     if not re.fullmatch(r"[A-Z]+", axes) or len(set(axes)) != len(axes):
-        raise InputError(where(path, f"{origin} {axes!r} must be distinct letters such as TZCYX"))
+        raise InputError(where(path, f"axes={axes!r} must be distinct letters such as TZCYX"))
     if len(axes) != ndim:
-        raise InputError(where(path, f"{origin} {axes!r} has {len(axes)} letters but the image has "
+        raise InputError(where(path, f"axes={axes!r} has {len(axes)} letters but the image has "
                                      f"{ndim} dimensions; give one letter per dimension"))
     return axes
 
@@ -263,7 +263,7 @@ def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: s
             shape = tuple(series.shape)
             dtype = np.dtype(series.dtype)
             if axes is not None:
-                file_axes = _check_axes(axes, len(shape), name, "--axes")
+                file_axes = _check_axes(axes, len(shape), name)
             else:
                 file_axes = file_axes.upper()
             _check_dtype(dtype, name)

@@ -37,14 +37,14 @@ def _providers(device: str, tf32: bool = True) -> list:
     import onnxruntime as ort
 
     if device not in DEVICES:
-        raise InputError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
+        raise InputError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     available = ort.get_available_providers()
     if device == "cpu" or (device == "auto" and CUDA not in available):
         return [CPU]
     if CUDA not in available:
         raise InputError(
             "CUDA requested but this onnxruntime has no CUDA provider; install it with "
-            "`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`, or use --device cpu"
+            "`pip uninstall -y onnxruntime && pip install onnxruntime-gpu`, or use device='cpu'"
         )
     if device == "cuda":
         from .cuda import preload
@@ -64,7 +64,7 @@ class Model:
         if not self.path.is_file():
             if path is None:
                 raise InputError(where(self.path, "the default model is missing from this installation; "
-                                       "reinstall dmdet or pass --model"))
+                                       "reinstall dmdet or give model=PATH"))
             raise InputError(where(self.path, "model file not found"))
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -84,7 +84,7 @@ class Model:
         if device == "cuda" and self.providers[0] != CUDA:
             raise InputError(
                 "CUDA requested but not active: onnxruntime fell back to the CPU (CUDA/cuDNN libraries missing or "
-                "incompatible); use --device cpu or fix the CUDA installation"
+                "incompatible); use device='cpu' or fix the CUDA installation"
             )
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1 or len(inputs[0].shape) != 5 or len(outputs[0].shape) != 5:
@@ -128,8 +128,8 @@ class Model:
         except Exception as exc:  # onnxruntime's own exception types
             if "bad_alloc" in str(exc) or "Failed to allocate memory" in str(exc):
                 raise InputError(where(self.path, f"not enough memory to run the network on a block of "
-                                                  f"{'x'.join(map(str, block.shape))} voxels; pass a smaller --tile "
-                                                  "or --tile-memory")) from None
+                                                  f"{'x'.join(map(str, block.shape))} voxels; pass a smaller tile= "
+                                                  "or tile_memory=")) from None
             raise
         if out.shape != block.shape or out.dtype.kind != "f":  # a wrong network must not be read as spots
             raise InputError(where(self.path, f"the network returned {out.dtype} {out.shape} for an input of "

@@ -85,7 +85,7 @@ def resample(volume: np.ndarray, factors: Sequence[float]) -> np.ndarray:
     if need > MAX_RESAMPLED_BYTES:
         raise InputError(f"resampling this stack (shape {tuple(volume.shape)}) to the model's spot size "
                          f"(x{','.join(f'{f:.3g}' for f in factors)}) would need {need / 2**30:.3g} GiB; crop the "
-                         "stack, check --spot-size, or pass --spot-size off")
+                         "stack, check the spot size, or pass spot_size='off'")
     out = np.asarray(volume, dtype)
     for axis, f in enumerate(factors):
         n = out.shape[axis]
@@ -141,17 +141,17 @@ def parse_spot_size(text: str, voxel_size_um: Sequence[float] | None,
     try:
         values = [float(v.removesuffix("um")) for v in raw.split(",")]
     except ValueError:
-        raise ValueError(f"--spot-size needs Z,XY (e.g. 1.7,1.9 voxels or 0.5,0.2um), got {text!r}") from None
+        raise ValueError(f"spot_size needs Z,XY (e.g. 1.7,1.9 voxels or 0.5,0.2um), got {text!r}") from None
     if len(values) != 2 or not all(np.isfinite(values)) or min(values) <= 0:
-        raise ValueError(f"--spot-size needs two positive sizes Z,XY, got {text!r}")
+        raise ValueError(f"spot_size needs two positive sizes Z,XY, got {text!r}")
     z, xy = (v / FWHM_PER_SIGMA for v in values) if fwhm else values
     if microns:
         if voxel_size_um is None:
-            raise ValueError(f"--spot-size {text} is in µm but the stack's voxel size is unknown: give --voxel-size "
+            raise ValueError(f"spot_size={text!r} is in µm but the stack's voxel size is unknown: give voxel_size_um= "
                              "or the size in voxels")
         z, xy = z / float(voxel_size_um[0]), xy / float(voxel_size_um[2])
     if check_range and not (SIGMA_LIMITS[0] <= z <= SIGMA_LIMITS[1] and SIGMA_LIMITS[0] <= xy <= SIGMA_LIMITS[1]):
-        raise ValueError(f"--spot-size {text} is a σ of {z:.3g},{xy:.3g} voxels; dmdet resamples spots of "
+        raise ValueError(f"spot_size={text!r} is a σ of {z:.3g},{xy:.3g} voxels; dmdet resamples spots of "
                          f"{SIGMA_LIMITS[0]:g} to {SIGMA_LIMITS[1]:g} voxels to its size (check the units)")
     return float(z), float(xy), float(xy)
 

@@ -130,13 +130,13 @@ def _ome(group, path: Path, level: int) -> tuple[Any, str, tuple[float, float, f
     except Exception as exc:  # KeyError, TypeError, ValueError... from a hand-made or damaged .zattrs / zarr.json
         raise InputError(where(path, f"broken OME-Zarr metadata ({type(exc).__name__}: "
                                      f"{' '.join(str(exc).split())[:160]}); fix it, or give the array itself "
-                                     "(e.g. IMAGE.zarr/0) with --axes")) from None
+                                     "(e.g. IMAGE.zarr/0) with axes=")) from None
     units = [a.get("unit") if isinstance(a, dict) else None for a in raw_axes]
     letters = []
     for name in names:
         letter = _OME_AXES.get(name.lower())
         if letter is None:
-            raise InputError(where(path, f"OME axis {name!r} is not one of t, c, z, y, x; pass --axes"))
+            raise InputError(where(path, f"OME axis {name!r} is not one of t, c, z, y, x; pass axes="))
         letters.append(letter)
     try:
         voxel = _voxel(dataset, ms, letters, units)
@@ -154,7 +154,7 @@ def _level(group, multiscales: Any, path: Path, level: int) -> tuple[Any, list, 
     if not isinstance(datasets, list) or not all(isinstance(d, dict) for d in datasets):
         raise TypeError(f"multiscales datasets must be a list of objects, got {datasets!r:.60}")
     if not 0 <= level < len(datasets):
-        raise InputError(where(path, f"--level {level} is out of range: the image has {len(datasets)} "
+        raise InputError(where(path, f"level={level} is out of range: the image has {len(datasets)} "
                                      f"resolution level(s) (0..{len(datasets) - 1})"))
     dataset = datasets[level]
     key = dataset.get("path")
@@ -205,10 +205,10 @@ def read_zarr(path: str | os.PathLike, channel: int | None = None, axes: str | N
         array, file_axes, voxel = _ome(node, path, level)
     shape = tuple(int(n) for n in array.shape)
     if axes is not None:
-        file_axes = _check_axes(axes, len(shape), path, "--axes")
+        file_axes = _check_axes(axes, len(shape), path)
     elif len(file_axes) != len(shape):
         raise InputError(where(path, f"cannot tell the axes of a {len(shape)}D Zarr array (shape {shape}); pass "
-                                     "--axes, e.g. --axes TZYX"))
+                                     "axes=, e.g. axes='TZYX'"))
     _check_dtype(np.dtype(array.dtype), path)
     # The same rules (and one-line errors) as TIFF input, worked out on a zero-size stand-in.
     probe = np.broadcast_to(np.zeros((), np.uint8), shape)

@@ -441,7 +441,7 @@ def test_a_resampled_copy_beyond_the_memory_budget_is_refused(monkeypatch):
     volume = np.zeros((8, 32, 32), np.uint16)
     assert scale.resample(volume, (2.0, 2.0, 2.0)).shape == (15, 63, 63)
     monkeypatch.setattr(scale, "MAX_RESAMPLED_BYTES", 15 * 63 * 63 * 4 - 1)
-    with pytest.raises(InputError, match=r"would need .* GiB.*--spot-size off"):
+    with pytest.raises(InputError, match=r"would need .* GiB.*spot_size='off'"):
         scale.resample(volume, (2.0, 2.0, 2.0))
 
 
@@ -468,3 +468,65 @@ def test_the_network_running_out_of_memory_is_one_line_exit_2(stack, tmp_path, p
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "not enough memory to run the network" in lines[0] and "--tile" in lines[0]
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_api_errors_name_parameters_and_the_cli_names_its_flags(stack, tmp_path, pooled_model_path, monkeypatch):
+    """Issue 17: a Python caller never typed a flag, so the API's messages name its parameters; the command line
+    prints the same messages with its flags."""
+    from dmdet_infer import Detector, InputError, read_stack
+    from dmdet_infer.cli import flag_names
+    from dmdet_infer.model import Model
+
+    def message(call, *args, **kwargs):
+        with pytest.raises(InputError) as info:
+            call(*args, **kwargs)
+        assert "--" not in str(info.value), str(info.value)
+        return str(info.value)
+
+    def cli_line(*args):
+        result = run(stack, "-o", tmp_path / "s.csv", "--model", pooled_model_path, *args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+        assert not (tmp_path / "s.csv").exists()
+        return lines[0]
+
+    assert message(Detector, pooled_model_path, threshold=1.5).startswith("threshold must be in [0, 1)")
+    assert message(Detector, pooled_model_path, threshold="x").startswith("threshold must be a number in [0, 1)")
+    assert "error: --threshold must be in [0, 1)" in cli_line("--threshold", "1.5")
+    tile = message(Detector, pooled_model_path, tile=(0, 8, 8))
+    assert tile.startswith("tile needs three positive sizes Z,Y,X")
+    assert flag_names(tile).startswith("--tile needs three positive sizes Z,Y,X")  # the CLI refuses it itself
+    channel = message(read_stack, stack, channel=3)
+    assert "channel=3 is out of range: the file has 1 channel (axes ZYX); use channel=0" in channel
+    assert "--channel 3 is out of range: the file has 1 channel (axes ZYX); use --channel 0" in cli_line(
+        "--channel", "3")
+
+    def out_of_memory(self, x, options=None):
+        raise RuntimeError("std::bad_alloc")
+
+    monkeypatch.setattr(Model, "_forward", out_of_memory)
+    volume = tifffile.imread(stack)
+    assert "pass a smaller tile= or tile_memory=" in message(Detector(pooled_model_path).detect, volume)
+    assert "pass a smaller --tile or --tile-memory" in cli_line("--tile", "8,56,56")
+
+
+@pytest.mark.parametrize("api,cli", [
+    ("threshold must be a number in [0, 1) or 'auto', got 'x'", "--threshold must be a number in [0, 1) or 'auto', "
+                                                                 "got 'x'"),
+    ("a/threshold/b.tif: channel=2 is out of range: the file has 1 channel (axes ZYX); use channel=0 or leave it out",
+     "a/threshold/b.tif: --channel 2 is out of range: the file has 1 channel (axes ZYX); use --channel 0 or leave "
+     "it out"),
+    ("b.tif: has 3 channels (axes CZYX); pass channel=K with K in 0..2 to pick one, or axes= with Z in place of C",
+     "b.tif: has 3 channels (axes CZYX); pass --channel K with K in 0..2 to pick one, or --axes with Z in place of C"),
+    ("b.zarr: the axes YX have no Z; pass axes=, e.g. axes='TZYX'", "b.zarr: the axes YX have no Z; pass --axes, "
+                                                                   "e.g. --axes TZYX"),
+    ("spot_size='fwhm=1,2um' is a σ of 0.4,0.8 voxels", "--spot-size fwhm=1,2um is a σ of 0.4,0.8 voxels"),
+    ("m.onnx: min_distance needs one value or three", "m.onnx: --min-distance needs one value or three"),
+    ("--preview is not available with --scheduler/--workers", "--preview is not available with --scheduler/--workers"),
+    ("m.onnx: not a dmdet model: missing dmdet metadata dmdet.threshold", "m.onnx: not a dmdet model: missing dmdet "
+                                                                        "metadata dmdet.threshold"),
+])
+def test_flag_names_rewrites_parameters_only(api, cli):
+    from dmdet_infer.cli import flag_names
+
+    assert flag_names(api) == cli

@@ -74,7 +74,7 @@ def test_bad_volumes_are_refused(detector, volume, message):
 def test_bad_options_are_refused(pooled_model_path):
     with pytest.raises(InputError, match="threshold"):
         Detector(pooled_model_path, threshold=1.5)
-    with pytest.raises(InputError, match="refinement"):
+    with pytest.raises(InputError, match="refine must be one of"):
         Detector(pooled_model_path, refine="magic")
     with pytest.raises(InputError, match="tile"):
         Detector(pooled_model_path, tile=(0, 8, 8))

@@ -144,7 +144,7 @@ def test_axes_override(tmp_path):
     data = _arr((6, 4, 5))
     # tifffile labels a 3D ImageJ stack without axes as channels (CYX)
     path = _write(tmp_path / "c.tif", data, imagej=True)
-    _raises(path, "6 channels", "--channel", "--axes")
+    _raises(path, "6 channels", "channel=K", "axes=")
     stack = read_stack(path, axes="zyx")
     assert stack.axes == "ZYX"
     np.testing.assert_array_equal(stack.data[0], data)
@@ -166,7 +166,7 @@ def test_size_one_unknown_axis_is_squeezed_and_generic_axis_is_z(tmp_path):
 def test_rgb_needs_channel(tmp_path):
     data = _arr((4, 6, 7, 3), np.uint8)
     path = _write(tmp_path / "rgb.tif", data, photometric="rgb", metadata={"axes": "ZYXS"})
-    _raises(path, "3 samples", "--channel")
+    _raises(path, "3 samples", "channel=K")
     np.testing.assert_array_equal(read_stack(path, channel=1).data[0], data[..., 1])
 
 
@@ -206,32 +206,32 @@ def test_2d_image(tmp_path):
 
 def test_time_series_of_2d_images(tmp_path):
     path = _write(tmp_path / "movie.tif", _arr((3, 6, 7)), metadata={"axes": "TYX"})
-    _raises(path, "2D image", "--axes")
+    _raises(path, "2D image", "axes=")
 
 
 def test_channel_required_and_range(tmp_path):
     path = _write(tmp_path / "c.tif", _arr((2, 4, 3, 6, 7)), imagej=True, metadata={"axes": "TZCYX"})
-    _raises(path, "3 channels", "--channel", "0..2")
-    _raises(path, "out of range", "0..2", channel=3)
-    _raises(path, "negative", channel=-1)
+    _raises(path, "3 channels", "channel=K", "0..2")
+    _raises(path, "channel=3 is out of range", "0..2", channel=3)
+    _raises(path, "channel=-1 is negative", channel=-1)
     single = _write(tmp_path / "one.tif", _arr((4, 6, 7)))
     assert read_stack(single, channel=0).data.shape == (1, 4, 6, 7)
-    _raises(single, "out of range", "1 channel", channel=1)
+    _raises(single, "out of range", "1 channel", "use channel=0", channel=1)
 
 
 def test_unresolvable_axes(tmp_path):
     path = _write(tmp_path / "five.tif", _arr((2, 2, 4, 6, 7)))
-    msg = _raises(path, "cannot interpret", "--axes")
+    msg = _raises(path, "cannot interpret", "axes=")
     assert "TZCYX" in msg
     lam = _write(tmp_path / "lambda.tif", _arr((2, 3, 4, 6, 7)), metadata={"axes": "TEZYX"})
-    _raises(lam, "axis E", "--axes")
-    # with --axes the same file is fine once a channel is chosen
+    _raises(lam, "axis E", "axes=")
+    # with axes= the same file is fine once a channel is chosen
     assert read_stack(lam, axes="TCZYX", channel=1).data.shape == (2, 4, 6, 7)
 
 
 def test_axes_override_length_mismatch(tmp_path):
     path = _write(tmp_path / "zyx.tif", _arr((4, 6, 7)))
-    _raises(path, "--axes", "3 dimensions", axes="TZYX")
+    _raises(path, "axes='TZYX'", "3 dimensions", axes="TZYX")
     _raises(path, "distinct letters", axes="ZZX")
 
 
@@ -265,7 +265,7 @@ def test_from_array():
         Stack.from_array(five)
     with pytest.raises(InputError, match="2D"):
         Stack.from_array(np.zeros((6, 7)))
-    with pytest.raises(InputError, match="voxel size"):
+    with pytest.raises(InputError, match="voxel_size_um"):
         Stack.from_array(vol, voxel_size_um=(0.5, 0.1))
     with pytest.raises(InputError, match="unsupported"):
         Stack.from_array(vol.astype(np.complex64))

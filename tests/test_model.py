@@ -40,7 +40,7 @@ def test_cuda_request_without_cuda_is_a_clear_error(model_path):
         pytest.skip("this onnxruntime has a CUDA provider")
     with pytest.raises(InputError, match="CUDA requested"):
         Model(model_path, device="cuda")
-    with pytest.raises(InputError, match="--device must be one of"):
+    with pytest.raises(InputError, match="device must be one of"):
         Model(model_path, device="tpu")
 
 

@@ -90,7 +90,7 @@ def test_plain_array_and_axes_override_transpose_lazily(tmp_path):
     np.testing.assert_array_equal(frame[1:5, 7:30:3, 40:], expect[2, 1:5, 7:30:3, 40:])
     np.testing.assert_array_equal(frame[3][5], expect[2, 3, 5])
     zarr.open_array(str(tmp_path / "six.zarr"), mode="w", shape=(1, 2, 1, 2, 4, 4), dtype="uint16")
-    with pytest.raises(InputError, match="cannot tell the axes.*--axes"):
+    with pytest.raises(InputError, match="cannot tell the axes.*axes="):
         read_zarr(tmp_path / "six.zarr")
 
 
@@ -122,9 +122,9 @@ def test_detection_on_ome_zarr_equals_numpy(tmp_path, pooled_model_path):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"level": 5}, "--level 5 is out of range"),
+    ({"level": 5}, "level=5 is out of range"),
     ({}, "has 2 channels"),
-    ({"channel": 3}, "--channel 3 is out of range"),
+    ({"channel": 3}, "channel=3 is out of range"),
 ])
 def test_bad_requests_are_one_line_errors(tmp_path, kwargs, message):
     path = write_ome(tmp_path / "img.zarr", movie())
