@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class TileCandidates(NamedTuple):
 
 def as_triple(value: float | Iterable[float], name: str) -> Triple:
     """A scalar or three values (z, y, x) as a tuple of three floats."""
-    values = [float(value)] * 3 if np.isscalar(value) else [float(v) for v in value]  # type: ignore[union-attr]
+    values = [float(value)] * 3 if np.isscalar(value) else [float(v) for v in value]  # type: ignore[arg-type, union-attr]
     if len(values) != 3 or not all(np.isfinite(values)) or min(values) < 0:
         raise InputError(f"{name} needs one value or three (z,y,x), all finite and >= 0; got {value!r}")
     return values[0], values[1], values[2]
@@ -124,7 +124,7 @@ class Detector:
         tile_memory: float | None = None,
         split_pairs: bool = True,
         mass_cut: bool = True,
-        spot_size: str | Iterable[float] | None = "auto",
+        spot_size: Literal["auto", "off"] | Iterable[float] | None = "auto",
         overlap: bool | None = None,
     ) -> None:
         self.model = model if isinstance(model, Model) else Model(model, device=device, threads=threads)
@@ -135,7 +135,7 @@ class Detector:
             raise InputError("threshold='auto' needs a model with a noise calibration (dmdet.noise_peaks); this "
                              "model has none: re-export it with python -m export, or give a number")
         try:
-            self.threshold = float(info.threshold if threshold in (None, "auto") else threshold)  # type: ignore[arg-type]
+            self.threshold = float(info.threshold if threshold in (None, "auto") else threshold)
         except (TypeError, ValueError):
             raise InputError(f"threshold must be a number in [0, 1) or 'auto', got {threshold!r}") from None
         if not 0.0 <= self.threshold < 1.0:
@@ -156,9 +156,9 @@ class Detector:
         self.cut = (bool(mass_cut) and self.auto and autothreshold.has_cut(info.noise_peaks)
                     and info.sigma_zyx is not None)
         if spot_size is None or (isinstance(spot_size, str) and spot_size in ("auto", "off")):
-            self.spot_size: str | Triple | None = None if spot_size in (None, "off") else "auto"
+            self.spot_size: Literal["auto"] | Triple | None = None if spot_size in (None, "off") else "auto"
         else:
-            self.spot_size = as_triple(spot_size, "spot_size")
+            self.spot_size = as_triple(spot_size, "spot_size")  # type: ignore[arg-type]  # not 'auto'/'off' here
             if min(self.spot_size) <= 0:
                 raise InputError(f"spot_size must be positive, got {spot_size!r}")
 
@@ -182,9 +182,10 @@ class Detector:
         if self.spot_size is None:
             return scale.Scale(None, "not asked")
         nominal, valid = self.model_scale()
+        sigma: Triple | None
         if self.spot_size != "auto":
             sigma = self.spot_size
-            return scale.Scale(sigma, "given", scale.factors_for(sigma, nominal, valid))  # type: ignore[arg-type]
+            return scale.Scale(sigma, "given", scale.factors_for(sigma, nominal, valid))
         sigma, measured = scale.estimate(self.centre(volume, stats) if centre is None else centre)
         if sigma is None:
             return scale.Scale(None, "estimate: too few spots", None, measured)
@@ -224,7 +225,7 @@ class Detector:
         """The normalisation statistics of a whole volume, as the model was trained (:mod:`normalise`)."""
         return normalise.stats(volume, self.info.normalisation)
 
-    def tile_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    def tile_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The core size used for a volume of ``shape``: ``tile`` when given, else from the model and size."""
         info = self.info
         return self.tile or tiling.auto_tile(tuple(shape), info.halo_zyx, info.stride_zyx, self.max_tile_voxels)
@@ -251,7 +252,7 @@ class Detector:
         """First margin of a tile's density block around its core (see :meth:`tile_candidates`)."""
         return [1, 1, 1] if level is None else [2 * r + 1 for r in pairs.RADIUS]
 
-    def _tile_density(self, volume, core: tiling.Region, stats: normalise.Stats,
+    def _tile_density(self, volume, core: tiling.Region, stats: normalise.Normaliser,
                       margin: Iterable[int]) -> tuple[tiling.Region, np.ndarray, np.ndarray]:
         """(region, density, raw voxels) of ``core`` grown by ``margin``: the network part of a tile."""
         region = tiling.grow(core, tuple(margin), tuple(volume.shape))
@@ -259,7 +260,7 @@ class Detector:
                                              self.info.stride_zyx)
         return region, density, raw
 
-    def tile_candidates(self, volume, core: tiling.Region, stats: normalise.Stats,
+    def tile_candidates(self, volume, core: tiling.Region, stats: normalise.Normaliser,
                         measure_level: float | None = None, floor: float | None = None,
                         first: tuple[tiling.Region, np.ndarray, np.ndarray] | None = None) -> TileCandidates:
         """Peaks (before min-distance suppression) whose voxel lies in ``core``, in volume coordinates.
@@ -433,7 +434,7 @@ class Detector:
 
         if self.auto and centre is None:
             centre = self.centre(volume, stats)
-        r = normalise.correlation(centre) if self.auto else 0.0
+        r = normalise.correlation(centre) if self.auto else 0.0  # type: ignore[arg-type]  # centre is set with auto
         structured = r >= STRUCTURED_CORRELATION
         decoy = None if structured else (lambda: self.decoy(volume, stats))
         spots = self.merge(parts(), size, int(np.prod(volume.shape)), decoy, structured)
@@ -515,7 +516,7 @@ class Detector:
             spots = self.detect(stack.data[index], size, path=_frame_name(stack, index), progress=progress)
             return spots.with_frame(index) if stack.has_time else spots
 
-        parts = list(self._in_order(lambda i=index: frame(i) for index in range(stack.data.shape[0])))
+        parts = list(self._in_order(lambda i=index: frame(i) for index in range(stack.data.shape[0])))  # type: ignore[misc]
         if not parts:
             raise InputError(where(stack.path, "no frames in the file"))
         return Spots.concat(parts) if len(parts) > 1 else parts[0]

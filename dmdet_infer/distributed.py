@@ -82,7 +82,7 @@ def _frame_stats(spec: DetectorSpec, source: _Source | np.ndarray, frame: int) -
     """Task: check one frame (rank, type, NaN/Inf) and return its normalisation statistics."""
     stack = _stack(source)
     volume = stack.data[frame]
-    name = stack.path
+    name: str | os.PathLike[str] | None = stack.path
     if name is not None and stack.has_time and stack.n_frames > 1:
         name = f"{name} (frame {frame})"
     check_volume(volume, name)
@@ -159,7 +159,7 @@ def detect_many(
     frames spread over the cluster. An input that fails gives a :class:`DmdetError` in its place (an
     :class:`InputError` for a user error, exit code 1 otherwise) and the others go on."""
     local = spec.build()  # the client's copy: tile plan and merging (nothing heavy runs here)
-    plans = []
+    plans: list[InputError | tuple[Stack, list[tuple[Any, list[Any]]]]] = []
     for item in inputs:
         try:
             if isinstance(item, np.ndarray):

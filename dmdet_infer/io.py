@@ -212,7 +212,7 @@ def _check_voxel_size(voxel: Sequence[float] | None, origin: str = "voxel size")
         shown = ",".join(f"{v:g}" for v in vals) if len(vals) == 3 else repr(voxel)
         raise InputError(f"{origin} {shown} must be three positive numbers (z, y, x) in µm, at most "
                          f"{MAX_VOXEL_UM:g}")
-    return vals  # type: ignore[return-value]
+    return vals
 
 
 def release_pages(array: object) -> None:
@@ -300,8 +300,8 @@ def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: s
         if handle is not None and not lazy:
             handle.close()
     if lazy:
-        tzyx, has_time = tzyx_view(source, file_axes, channel, name)
-        return Stack(tzyx, file_axes, voxel, path, has_time)  # type: ignore[arg-type]
+        view, lazy_time = tzyx_view(source, file_axes, channel, name)
+        return Stack(view, file_axes, voxel, path, lazy_time)  # type: ignore[arg-type]  # a LazyArray as data
     data = np.asanyarray(data).reshape(shape)
     tzyx, has_time = normalise_axes(data, file_axes, channel, name)
     return Stack(tzyx, file_axes, voxel, path, has_time)
@@ -485,8 +485,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", encoding: str |
     except OSError as exc:
         raise InputError(where(path, f"cannot write: {exc.strerror or exc}")) from None
     try:
-        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": newline}
-        with os.fdopen(fd, mode, **kwargs) as handle:
+        with (os.fdopen(fd, mode) if "b" in mode else os.fdopen(fd, mode, encoding=encoding, newline=newline)) \
+                as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

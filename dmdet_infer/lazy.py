@@ -133,7 +133,7 @@ class FileArray:
     rewritten since it was opened raises :class:`InputError` instead of being misread.
     """
 
-    def __init__(self, handle: io.BufferedReader | io.FileIO, path: object, offset: int,
+    def __init__(self, handle: io.BufferedReader | io.FileIO, path: str | os.PathLike[str], offset: int,
                  shape: tuple[int, ...], dtype: np.dtype):
         self.handle = handle
         self.path = path
@@ -200,7 +200,7 @@ class FileArray:
         rows, cols = ranges[-2], ranges[-1]
         lo, hi = min(rows[0], rows[-1]), max(rows[0], rows[-1])  # a negative step reads the same band
         direct = (rows.step == 1 and cols == range(width) and self.file_dtype.isnative)
-        band = None if direct else np.empty((hi - lo + 1) * width * item, np.uint8)
+        band = np.empty(0 if direct else (hi - lo + 1) * width * item, np.uint8)
         pick_rows, pick_cols = _as_index(rows, lo), _as_index(cols, 0)
         view = out.reshape((-1, len(rows), len(cols)))
         for k, plane in enumerate(itertools.product(*ranges[:-2])):
@@ -214,7 +214,7 @@ class FileArray:
 
     def _read(self, buffer: np.ndarray, start: int) -> None:
         fd = self.handle.fileno()
-        view = memoryview(buffer)
+        view = buffer.data  # a memoryview of the (1D, contiguous) bytes
         done = 0
         while done < len(view):
             if hasattr(os, "preadv"):

@@ -65,11 +65,14 @@ def free_gpu_memory() -> int | None:
 def bytes_per_voxel(width: object) -> int:
     """Estimated peak working bytes per tile voxel for a network of first-level ``width`` (16 when unknown, and
     when the model's free-form config says something that is no width: text, zero, negative, absurdly large)."""
-    usable = isinstance(width, (int, float)) and not isinstance(width, bool) and 1 <= width <= 4096
-    return BYTES_PER_VOXEL_PER_CHANNEL * (int(width) if usable else 16) + BYTES_PER_VOXEL_IO  # type: ignore[arg-type]
+    if isinstance(width, (int, float)) and not isinstance(width, bool) and 1 <= width <= 4096:
+        channels = int(width)
+    else:
+        channels = 16
+    return BYTES_PER_VOXEL_PER_CHANNEL * channels + BYTES_PER_VOXEL_IO
 
 
-def tile_voxels(width: int | None, on_cuda: bool = False, max_bytes: int | None = None) -> int:
+def tile_voxels(width: object, on_cuda: bool = False, max_bytes: float | None = None) -> int:
     """Voxel budget of one tile (halo included): ``FRACTION`` of the free memory, capped at ``max_bytes``
     (default :data:`MAX_TILE_BYTES`), never below :data:`MIN_TILE_VOXELS`."""
     free = free_gpu_memory() if on_cuda else available_ram()

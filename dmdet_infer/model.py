@@ -6,8 +6,10 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -199,7 +201,7 @@ def _release(options, call):
             _ACTIVE_CHANGED.notify_all()
 
 
-def _in_helper_thread(call, options):
+def _in_helper_thread(call: Callable[[], np.ndarray], options: Any) -> np.ndarray:
     """``call()`` in a daemon thread while this (main) thread waits in steps of 0.1 s, so that a KeyboardInterrupt
     is raised here at once; then the call is aborted through ``options`` and left to end on its own."""
     result: dict = {}

@@ -19,8 +19,9 @@ eat the signal.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -49,10 +50,26 @@ def sample(volume, max_samples: int | None = None) -> np.ndarray:
     return np.asarray(volume[tuple(slice(None, None, s) for s in steps)])
 
 
+def _zyx(sizes: Iterable[int]) -> tuple[int, int, int]:
+    """Three sizes (z, y, x) as a tuple of three."""
+    z, y, x = sizes
+    return z, y, x
+
+
 def work_dtype(dtype: np.dtype) -> type:
     """float64 for inputs whose values float32 cannot hold exactly (32/64-bit integers and floats), else float32."""
     dtype = np.dtype(dtype)
     return np.float64 if dtype.itemsize >= 4 and dtype != np.float32 else np.float32
+
+
+class Normaliser(Protocol):
+    """What the tiled pipeline needs of a volume's normalisation: :class:`Stats`, or statistics standing in for
+    them (the detector's negated decoy stack)."""
+
+    @property
+    def constant(self) -> bool: ...
+
+    def apply(self, block: np.ndarray, region: tuple[slice, slice, slice] | None = None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -183,8 +200,8 @@ def local_stats(volume, block: tuple[int, int, int] = DEFAULT_BLOCK) -> Stats:
     """Block medians of ``volume`` (any array numpy can slice), then each block's noise, 1.4826 x the median
     absolute deviation from the interpolated background (so a gradient within a block does not count as noise).
     Zero-noise blocks take the median noise of the others (all zero: a constant volume)."""
-    shape = tuple(int(n) for n in volume.shape)
-    block = tuple(int(max(1, min(b, n))) for b, n in zip(block, shape))
+    shape = _zyx(int(n) for n in volume.shape)
+    block = _zyx(int(max(1, min(b, n))) for b, n in zip(block, shape))
     dtype = work_dtype(volume.dtype)
     offset = _per_block(volume, block, shape, lambda v, r: v, dtype)
     unit = np.ones_like(offset)
@@ -198,7 +215,7 @@ def local_stats(volume, block: tuple[int, int, int] = DEFAULT_BLOCK) -> Stats:
     scale = MAD_TO_SD * _per_block(volume, block, shape, deviation, dtype)
     positive = scale[scale > 0]
     scale = np.where(scale > 0, scale, float(np.median(positive)) if positive.size else 0.0)
-    return Stats(offset, scale, block, shape)  # type: ignore[arg-type]
+    return Stats(offset, scale, block, shape)
 
 
 def global_stats(volume, spec: dict[str, Any]) -> Stats:

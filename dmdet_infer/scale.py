@@ -219,11 +219,11 @@ def estimate(normalised: np.ndarray) -> tuple[tuple[float, float, float] | None,
         return None, len(inner)
     mean = np.mean([x[c[0] - r_max[0]:c[0] + r_max[0] + 1, c[1] - r_max[1]:c[1] + r_max[1] + 1,
                       c[2] - r_max[2]:c[2] + r_max[2] + 1] for c in inner], axis=0)
-    sig = [_fit_width(profile) for profile in _line_profiles(mean)]
-    if any(v is None for v in sig):
+    sz, sy, sx = (_fit_width(profile) for profile in _line_profiles(mean))
+    if sz is None or sy is None or sx is None:
         return None, len(inner)
-    xy = 0.5 * (sig[1] + sig[2])
-    return (float(sig[0]), float(xy), float(xy)), len(inner)
+    xy = 0.5 * (sy + sx)
+    return (float(sz), float(xy), float(xy)), len(inner)
 
 
 def _line_profiles(window: np.ndarray) -> list[np.ndarray]:

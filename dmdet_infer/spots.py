@@ -69,11 +69,8 @@ class Spots:
             if key.dtype != bool:
                 key = key.astype(np.intp)
 
-        def take(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[key]
-
-        return replace(self, z=take(self.z), y=take(self.y), x=take(self.x), score=take(self.score),
-                       intensity=take(self.intensity), frame=take(self.frame),
+        return replace(self, z=self.z[key], y=self.y[key], x=self.x[key], score=self.score[key],
+                       intensity=self.intensity[key], frame=None if self.frame is None else self.frame[key],
                        features={k: v[key] for k, v in self.features.items()})
 
     @property
@@ -135,10 +132,12 @@ class Spots:
         """Stack tables (e.g. the frames of a time-lapse)."""
         if not parts:
             return cls.empty()
-        frames = [p.frame for p in parts]
+        z, y, x, score, intensity = (np.concatenate([getattr(p, n) for p in parts])
+                                     for n in ("z", "y", "x", "score", "intensity"))
+        frames = [p.frame for p in parts if p.frame is not None]
         return cls(
-            *(np.concatenate([getattr(p, n) for p in parts]) for n in ("z", "y", "x", "score", "intensity")),
-            frame=None if any(f is None for f in frames) else np.concatenate(frames),
+            z, y, x, score, intensity,
+            frame=np.concatenate(frames) if len(frames) == len(parts) else None,
             voxel_size_um=parts[0].voxel_size_um,
             meta={"frames": [p.meta for p in parts]},
             features=({k: np.concatenate([p.features[k] for p in parts]) for k in parts[0].features}

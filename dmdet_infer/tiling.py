@@ -9,7 +9,7 @@ models use frozen normalisation statistics) the stitched map then equals the who
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +20,12 @@ Region = tuple[slice, slice, slice]
 #: Largest number of voxels sent to the network at once when no tile is given (keeps CPU memory below ~2 GB
 #: for a width-16 network; a 10x512x512 stack goes through whole).
 DEFAULT_MAX_VOXELS = 12 * 512 * 512
+
+
+def _region(slices: Iterable[slice]) -> Region:
+    """Three slices (z, y, x) as a :data:`Region`."""
+    z, y, x = slices
+    return z, y, x
 
 
 def _round_up(n: int, m: int) -> int:
@@ -89,7 +95,7 @@ def _total_read(size: int, t: int, h: int, st: int) -> int:
     return sum(e.stop - e.start for e in (_extent(c, size, h, st) for c in _axis_cores(size, t)))
 
 
-def work(shape: Shape3, tile: Shape3, halo: Shape3, stride: Shape3) -> int:
+def work(shape: Sequence[int], tile: Sequence[int], halo: Sequence[int], stride: Sequence[int]) -> int:
     """Voxels the network processes to cover ``shape`` with cores of at most ``tile`` (as :func:`plan` cuts them):
     every tile's read window, halos and padding included. Cheap: no tile list is made."""
     padded = [_round_up(s, st) for s, st in zip(shape, stride)]
@@ -97,7 +103,7 @@ def work(shape: Shape3, tile: Shape3, halo: Shape3, stride: Shape3) -> int:
     return int(np.prod([_total_read(n, t, h, st) for n, t, h, st in zip(shape, cores, halo, stride)], dtype=float))
 
 
-def plan(shape: Shape3, tile: Shape3, halo: Shape3, stride: Shape3) -> list[Tile]:
+def plan(shape: Sequence[int], tile: Sequence[int], halo: Sequence[int], stride: Sequence[int]) -> list[Tile]:
     """Tiles covering ``shape`` with cores of at most ``tile`` voxels (rounded up to the stride)."""
     padded = [_round_up(s, st) for s, st in zip(shape, stride)]
     axes = []
@@ -111,9 +117,9 @@ def predict(
     volume: np.ndarray,
     run: Callable[[np.ndarray], np.ndarray],
     prepare: Callable[[np.ndarray, Region], np.ndarray],
-    tile: Shape3,
-    halo: Shape3,
-    stride: Shape3,
+    tile: Sequence[int],
+    halo: Sequence[int],
+    stride: Sequence[int],
 ) -> np.ndarray:
     """Density map of ``volume`` (Z,Y,X, raw) stitched from tiles.
 
@@ -127,14 +133,14 @@ def predict(
     return out
 
 
-def grow(core: Region, margin: Shape3, shape: Shape3) -> Region:
+def grow(core: Region, margin: Sequence[int], shape: Sequence[int]) -> Region:
     """``core`` extended by ``margin`` voxels on each side, clipped to the volume."""
-    return tuple(slice(max(0, c.start - m), min(n, c.stop + m)) for c, m, n in zip(core, margin, shape))
+    return _region(slice(max(0, c.start - m), min(n, c.stop + m)) for c, m, n in zip(core, margin, shape))
 
 
-def read_window(region: Region, shape: Shape3, halo: Shape3, stride: Shape3) -> Region:
+def read_window(region: Region, shape: Sequence[int], halo: Sequence[int], stride: Sequence[int]) -> Region:
     """Stride-aligned block (padded-volume coordinates) holding ``region`` plus ``halo`` of context."""
-    return tuple(_extent(r, n, h, st) for r, n, h, st in zip(region, shape, halo, stride))  # type: ignore[return-value]
+    return _region(_extent(r, n, h, st) for r, n, h, st in zip(region, shape, halo, stride))
 
 
 def predict_region(
@@ -142,13 +148,13 @@ def predict_region(
     run: Callable[[np.ndarray], np.ndarray],
     prepare: Callable[[np.ndarray, Region], np.ndarray],
     region: Region,
-    halo: Shape3,
-    stride: Shape3,
+    halo: Sequence[int],
+    stride: Sequence[int],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Density map of one ``region`` of ``volume`` (equal to the same part of the whole-volume map), and the
     raw voxels of the region. ``volume`` may be any array that numpy can read slices of (memmap, zarr, dask)."""
     read = read_window(region, volume.shape, halo, stride)
-    inside = tuple(slice(s.start, min(s.stop, n)) for s, n in zip(read, volume.shape))
+    inside = _region(slice(s.start, min(s.stop, n)) for s, n in zip(read, volume.shape))
     block = np.asarray(volume[inside])
     pad = tuple((0, s.stop - i.stop) for s, i in zip(read, inside))
     x = prepare(block, inside)
