@@ -332,10 +332,10 @@ class Detector:
             check = None if decoy is None else checked
             if self.cut:
                 mass = features[keep, pairs.PHOTONS]
-                t, a = autothreshold.choose_cut(scores[keep], mass, n_voxels, cal, floor, check)
+                t, a = autothreshold.choose_cut(scores[keep], mass, n_voxels, cal, floor, check, structured)
                 keep = keep[(scores[keep] > t) & ~(mass <= a)]  # NaN (not measured) passes the mass cut
             else:
-                t = autothreshold.choose(scores[keep], n_voxels, cal, floor, check)
+                t = autothreshold.choose(scores[keep], n_voxels, cal, floor, check, structured)
                 keep = keep[scores[keep] > t]
             meta.update(threshold=t if np.isfinite(t) else None, mass_cut=a if np.isfinite(a) else None,
                         negated_stack_checked=bool(used))

@@ -104,17 +104,20 @@ def calibrate(
     makers = ({"poisson": lambda r, sh: r.poisson(background, sh).astype(np.float32)} if noise is None
               else {name: NOISE_MODELS[name] for name in noise})
     n_voxels = int(volumes) * int(np.prod(shape))
+    size = (int(shape[0]), int(shape[1]), int(shape[2]))
     per_voxel, per_cut = [], []
     for make in makers.values():
-        scores, photons = [], []
+        scores: list[np.ndarray] = []
+        photons: list[np.ndarray] = []  # only when every volume's masses were measured
         for _ in range(int(volumes)):
-            found = scores_of(make(rng, tuple(shape)))
+            found = scores_of(make(rng, size))
             s, p = found if isinstance(found, tuple) else (found, None)
             scores.append(np.asarray(s, np.float64).reshape(-1))
-            photons.append(None if p is None else np.asarray(p, np.float64).reshape(-1))
+            if p is not None:
+                photons.append(np.asarray(p, np.float64).reshape(-1))
         found = np.concatenate(scores) if scores else np.zeros(0)
         per_voxel.append([float(np.count_nonzero(found > t)) / n_voxels for t in GRID])
-        if photons and all(p is not None for p in photons):
+        if photons and len(photons) == len(scores):
             mass = np.concatenate(photons)
             mass = np.where(np.isnan(mass), np.inf, mass)  # not measured: never cut
             per_cut.append([[float(np.count_nonzero((found > t) & (mass > a))) / n_voxels for a in PHOTON_GRID]
@@ -232,9 +235,9 @@ def _in_band(scores: np.ndarray) -> float:
     return float(np.count_nonzero((s > EXCESS_BAND[0]) & (s <= EXCESS_BAND[1])))
 
 
-def noise_rates(scores: np.ndarray, n_voxels: int,
-                calibration: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float]:
-    """The false-peak rates per voxel to expect in this stack (the worst and the nearest, below), and how
+def noise_rates(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any],
+                structured: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
+    """The false-peak rates per voxel to expect in this stack (the worst, and the search's, below), and how
     structured it is.
 
     Calibrations up to 2026-11-26 (one noise model): the calibrated rates, and 1. A noise-family calibration
@@ -242,10 +245,13 @@ def noise_rates(scores: np.ndarray, n_voxels: int,
     stack's own (with a 2-sd upper bound on that count); the shapes come from the calibration, the level from the
     stack. The worst rates, which :func:`stands_out` asks whether anything at all exceeds, are the highest scaled
     rate at every cut, with each model's rare high-scoring peaks extrapolated (:func:`_tail`: a cut where the
-    calibration saw no noise peak is not free of them); the nearest, which the cut search uses, are those of the
-    model whose level is nearest the stack's, as counted. The third value is the stack's excess over the
-    noisiest model (the smallest scale, at least 1). Rates are (thresholds, 1 + mass levels) arrays (one column
-    without a mass calibration)."""
+    calibration saw no noise peak is not free of them). The rates that the cut search uses are the scaled counts
+    pooled over all models (their mean): one model's rare high-scoring peaks, counted in a few volumes, vary
+    2-3x from one sample of volumes to the next, and the stack's low band hardly tells the models' tails apart,
+    so no single model is the stack's. On a ``structured`` stack (texture, cells, clipping: no noise model
+    describes its false peaks) they are the highest scaled count over the models instead: fail safe. The third
+    value is the stack's excess over the noisiest model (the smallest scale, at least 1). Rates are (thresholds,
+    1 + mass levels) arrays (one column without a mass calibration)."""
     cut = "per_voxel_cut" in calibration
     base = np.asarray(calibration["per_voxel"], np.float64)
     full = np.c_[base, np.asarray(calibration["per_voxel_cut"], np.float64)] if cut else base[:, None]
@@ -256,7 +262,7 @@ def noise_rates(scores: np.ndarray, n_voxels: int,
     observed = _in_band(scores)
     upper = observed + 2.0 * np.sqrt(observed) + 1.0
     models = np.asarray(calibration["per_voxel_models"], np.float64)
-    cuts = np.asarray(calibration["per_voxel_cut_models"], np.float64) if cut else None
+    cuts = np.asarray(calibration["per_voxel_cut_models"], np.float64) if cut else np.zeros((len(models), 0, 0))
     rates, bounds, scales = [], [], []
     for m, r in enumerate(models):
         lo, hi = np.interp(EXCESS_BAND, grid, r)
@@ -266,8 +272,8 @@ def noise_rates(scores: np.ndarray, n_voxels: int,
         counted = np.c_[r, cuts[m]] if cut else r[:, None]
         rates.append(scale * counted)
         bounds.append(scale * _tail(r, n_cal, grid)[:, None])
-    nearest = int(np.argmin(np.abs(np.log(np.maximum(scales, 1e-9)))))
-    return np.max(bounds, axis=0), rates[nearest], max(1.0, float(min(scales)))
+    search = np.max(rates, axis=0) if structured else np.mean(rates, axis=0)
+    return np.max(bounds, axis=0), search, max(1.0, float(min(scales)))
 
 
 NOTHING = float("inf")  #: the threshold of a volume in which nothing stands out of the noise
@@ -283,13 +289,13 @@ def stands_out(above: np.ndarray, rate: np.ndarray, n_voxels: int, calibration: 
 
 
 def choose(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallback: float,
-           decoy: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None) -> float:
+           decoy: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None, structured: bool = False) -> float:
     """The threshold for one volume (see the module docstring); ``scores`` are its candidates' scores: the
     search of :func:`choose_cut` on the score alone."""
     s = np.asarray(scores, np.float64).reshape(-1)
-    worst, nearest, excess = noise_rates(s, n_voxels, calibration)
+    worst, pooled, excess = noise_rates(s, n_voxels, calibration, structured)
     grid = np.asarray(calibration["thresholds"], np.float64)
-    i, _ = _search(_above(s, grid)[:, None], worst[:, :1], nearest[:, :1], excess, n_voxels, calibration, fallback,
+    i, _ = _search(_above(s, grid)[:, None], worst[:, :1], pooled[:, :1], excess, n_voxels, calibration, fallback,
                    None if decoy is None else lambda: _decoy(decoy(), calibration, s, n_voxels))
     return NOTHING if i is None else float(grid[i]) if i >= 0 else float(fallback)
 
@@ -344,7 +350,7 @@ def gain_stands_out(gained: float, decoy_gained: float, factor: float, guard: fl
     return float(gained) - factor * d - guard * factor * np.sqrt(d + 1.0) >= 1.0
 
 
-def _search(above: np.ndarray, worst: np.ndarray, nearest: np.ndarray, excess: float, n_voxels: int,
+def _search(above: np.ndarray, worst: np.ndarray, pooled: np.ndarray, excess: float, n_voxels: int,
             calibration: dict[str, Any], fallback: float,
             decoy: Callable[[], tuple[np.ndarray, np.ndarray, float]] | None) -> tuple[int | None, int]:
     """Indices (threshold, mass column) of the best cut of :func:`choose_cut`; (None, 0) when nothing stands
@@ -364,15 +370,15 @@ def _search(above: np.ndarray, worst: np.ndarray, nearest: np.ndarray, excess: f
         i, j = best[np.lexsort((best[:, 1], -best[:, 0]))[0]]
         return int(i), int(j)
 
-    i, j = best_cut(nearest, None)
+    i, j = best_cut(pooled, None)
     if family and grid[i] < fallback:  # lower than validated: only where the stack's own false peaks allow it
         if decoy is None or excess >= STRUCTURED:
-            i, j = best_cut(nearest, fallback)
+            i, j = best_cut(pooled, fallback)
         else:
             rates, counts, factor = decoy()
-            i, j = best_cut(np.maximum(nearest, rates[:, :above.shape[1]]), None)
+            i, j = best_cut(np.maximum(pooled, rates[:, :above.shape[1]]), None)
             if grid[i] < fallback:  # the gain over the best validated cut must stand out of the decoy's sample
-                i0, j0 = best_cut(nearest, fallback)
+                i0, j0 = best_cut(pooled, fallback)
                 if not gain_stands_out(above[i, j] - above[i0, j0], counts[i, j] - counts[i0, j0], factor, guard):
                     i, j = i0, j0
     return i, j
@@ -380,7 +386,7 @@ def _search(above: np.ndarray, worst: np.ndarray, nearest: np.ndarray, excess: f
 
 def choose_cut(
     scores: np.ndarray, photons: np.ndarray, n_voxels: int, calibration: dict[str, Any], fallback: float,
-    decoy: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None,
+    decoy: Callable[[], tuple[np.ndarray, np.ndarray, int]] | None = None, structured: bool = False,
 ) -> tuple[float, float]:
     """``(t, a)`` for one volume: keep candidates scoring above ``t`` whose photometric mass (NaN: not measured)
     is above ``a`` (``-inf``: no mass cut). Same estimate as :func:`choose`, over both cuts; ties go to the
@@ -391,11 +397,13 @@ def choose_cut(
     (:func:`decoy_rates`), and the search is redone with the higher of the two rates; a cut it finds below
     ``fallback`` is kept only when its gain over the best cut at or above ``fallback`` stands out of the negated
     stack's own count there (:func:`gain_stands_out`). Without ``decoy``, or on a structured stack, the cut stays
-    at or above ``fallback``."""
+    at or above ``fallback``. ``structured``: the stack's background is correlated, so the search takes the
+    highest noise model's rates rather than their pool (:func:`noise_rates`)."""
     grid = np.asarray(calibration["thresholds"], np.float64)
     levels = np.r_[-np.inf, np.asarray(calibration["photons"], np.float64)]
-    worst, nearest, excess = noise_rates(np.asarray(scores, np.float64).reshape(-1), n_voxels, calibration)
-    i, j = _search(_above_cuts(scores, photons, grid, levels), worst, nearest, excess, n_voxels, calibration,
+    worst, pooled, excess = noise_rates(np.asarray(scores, np.float64).reshape(-1), n_voxels, calibration,
+                                         structured)
+    i, j = _search(_above_cuts(scores, photons, grid, levels), worst, pooled, excess, n_voxels, calibration,
                    fallback, None if decoy is None else lambda: _decoy(decoy(), calibration,
                                                                             np.asarray(scores), n_voxels))
     if i is None:
