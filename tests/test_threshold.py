@@ -211,6 +211,22 @@ def test_noise_rates_take_the_level_from_the_stack_and_the_shape_from_the_models
     assert excess >= auto.STRUCTURED
 
 
+def test_the_cut_search_pools_the_noise_models_and_a_structured_stack_takes_the_worst():
+    short = lambda t: 1e-4 * max(0.0, 0.8 - t) / 0.8  # noqa: E731  no noise peak above 0.8
+    long = lambda t: 1e-4 * max(0.0, 0.9 - t) / 0.9  # noqa: E731  about as many low peaks, some up to 0.9
+    cal = _family(short, long)
+    stack = noise_scores()  # the first model's level: "nearest" to it, which has no peak above 0.8
+    i = auto.GRID.index(0.85)
+    _, pooled, _ = auto.noise_rates(stack, N_VOXELS, cal)
+    _, worst, _ = auto.noise_rates(stack, N_VOXELS, cal, structured=True)
+    assert pooled[i, 0] > 0  # the other model's tail counts: a peak at 0.85 is not taken as surely real
+    assert worst[i, 0] == pytest.approx(2 * pooled[i, 0])  # the mean of the two models, against the highest
+    assert np.all(worst >= pooled)
+    # A bright stack with one noise-like peak at 0.85: pooled, the search weighs it as possibly false.
+    bright = np.concatenate([stack, np.full(30, 0.97), [0.85]])
+    assert auto.choose(bright, N_VOXELS, cal, fallback=0.5) >= 0.85
+
+
 def test_a_structured_stack_does_not_get_a_threshold_below_the_validated_one():
     cal = _family(lambda t: 1e-4 * max(0.0, 0.8 - t) / 0.8)
     texture = np.linspace(0.05, 0.6, 3000)  # thousands of low-scoring peaks that no noise model makes
