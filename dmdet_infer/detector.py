@@ -8,6 +8,7 @@ by several threads.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -434,7 +435,7 @@ class Detector:
 
         if self.auto and centre is None:
             centre = self.centre(volume, stats)
-        r = normalise.correlation(centre) if self.auto else 0.0  # type: ignore[arg-type]  # centre is set with auto
+        r = normalise.correlation(centre) if self.auto and centre is not None else 0.0
         structured = r >= STRUCTURED_CORRELATION
         decoy = None if structured else (lambda: self.decoy(volume, stats))
         spots = self.merge(parts(), size, int(np.prod(volume.shape)), decoy, structured)
@@ -516,7 +517,8 @@ class Detector:
             spots = self.detect(stack.data[index], size, path=_frame_name(stack, index), progress=progress)
             return spots.with_frame(index) if stack.has_time else spots
 
-        parts = list(self._in_order(lambda i=index: frame(i) for index in range(stack.data.shape[0])))  # type: ignore[misc]
+        calls = (functools.partial(frame, index) for index in range(stack.data.shape[0]))
+        parts = list(self._in_order(calls))
         if not parts:
             raise InputError(where(stack.path, "no frames in the file"))
         return Spots.concat(parts) if len(parts) > 1 else parts[0]

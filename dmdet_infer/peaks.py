@@ -36,7 +36,6 @@ __all__ = ["Candidates", "Peaks", "REFINE_METHODS", "find_candidates", "find_pea
 #: over the perpendicular 3x3 planes): exact for axis-aligned Gaussians, about 2x less noise-sensitive for sigma >= 1.5.
 REFINE_METHODS = ("gaussian", "parabolic", "centroid", "none", "lsq")
 _REFINE_CODE = {name: i for i, name in enumerate(REFINE_METHODS)}
-_LOG_FLOOR = 1e-12
 
 
 class Peaks(NamedTuple):

@@ -118,13 +118,13 @@ class Spots:
         write_spots_csv(path, self.columns())
 
     @classmethod
-    def empty(cls, voxel_size_um: tuple[float, float, float] | None = None, with_frame: bool = False,
+    def empty(cls, voxel_size_um: tuple[float, float, float] | None = None,
               meta: dict[str, Any] | None = None) -> Spots:
         """No spot, with the (empty) feature columns, so that a CSV of no spot has the same header as one with
         spots."""
         e = np.zeros(0, np.float64)
         return cls(e, e, e, np.zeros(0, np.float32), np.zeros(0, np.float32),
-                   np.zeros(0, np.int64) if with_frame else None, voxel_size_um, dict(meta or {}),
+                   None, voxel_size_um, dict(meta or {}),
                    {"mass": e, "spread": e, "split": np.zeros(0, bool)})
 
     @classmethod

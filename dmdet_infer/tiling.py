@@ -17,10 +17,6 @@ import numpy as np
 Shape3 = tuple[int, int, int]
 Region = tuple[slice, slice, slice]
 
-#: Largest number of voxels sent to the network at once when no tile is given (keeps CPU memory below ~2 GB
-#: for a width-16 network; a 10x512x512 stack goes through whole).
-DEFAULT_MAX_VOXELS = 12 * 512 * 512
-
 
 def _region(slices: Iterable[slice]) -> Region:
     """Three slices (z, y, x) as a :data:`Region`."""
@@ -41,7 +37,7 @@ class Tile:
 
 
 @functools.lru_cache(maxsize=64)
-def auto_tile(shape: Shape3, halo: Shape3, stride: Shape3, max_voxels: int = DEFAULT_MAX_VOXELS) -> Shape3:
+def auto_tile(shape: Shape3, halo: Shape3, stride: Shape3, max_voxels: int) -> Shape3:
     """The core size whose tiles (halo included) hold at most ``max_voxels`` and read the fewest voxels in all.
 
     A volume that fits goes through whole. Otherwise every split of z into equal cores is tried, each with the
