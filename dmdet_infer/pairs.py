@@ -46,6 +46,52 @@ def _owned(seeds, order, lo, hi, i, z, y, x):  # pragma: no cover - compiled
 
 
 @njit(cache=True)
+def _first_above(a, v, strict):  # pragma: no cover - compiled
+    """np.searchsorted(a, v, side="right" if strict else "left") by bisection (numba's costs a second to compile)."""
+    lo, hi = 0, a.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if a[mid] > v or (not strict and a[mid] == v):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@njit(cache=True)
+def _median(buf, n):  # pragma: no cover - compiled
+    """np.median(buf[:n]) (n >= 1) by quickselect in place: numba's own median costs seconds to compile."""
+    k = (n - 1) // 2
+    lo, hi = 0, n - 1
+    while lo < hi:
+        pivot = buf[(lo + hi) // 2]
+        i, j = lo, hi
+        while i <= j:
+            while buf[i] < pivot:
+                i += 1
+            while buf[j] > pivot:
+                j -= 1
+            if i <= j:
+                buf[i], buf[j] = buf[j], buf[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    low = buf[k]
+    if n % 2:
+        return low
+    high = buf[k + 1]
+    for q in range(k + 2, n):  # everything after k is >= buf[k]: the next order statistic is their minimum
+        if buf[q] < high:
+            high = buf[q]
+    return (low + high) / 2.0
+
+
+@njit(cache=True)
 def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, aperture, min_bg, out):  # pragma: no cover
     """Per spot i (seed i): density-weighted sums over its own window voxels, and its aperture photometry (the
     voxels within ``aperture`` sigmas of the spot, less the median of the other own voxels)."""
@@ -53,8 +99,8 @@ def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, aperture, m
     reach = 2 * radius[1] + 1  # a seed farther than this in y owns no voxel of the window
     buf = np.empty((2 * radius[0] + 1) * (2 * radius[1] + 1) * (2 * radius[2] + 1), np.float64)
     for i in range(vox.shape[0]):
-        lo = np.searchsorted(seed_y, seeds[i, 1] - reach)
-        hi = np.searchsorted(seed_y, seeds[i, 1] + reach, side="right")
+        lo = _first_above(seed_y, seeds[i, 1] - reach, False)
+        hi = _first_above(seed_y, seeds[i, 1] + reach, True)
         z0, z1 = max(vox[i, 0] - radius[0], 0), min(vox[i, 0] + radius[0] + 1, nz)
         y0, y1 = max(vox[i, 1] - radius[1], 0), min(vox[i, 1] + radius[1] + 1, ny)
         x0, x1 = max(vox[i, 2] - radius[2], 0), min(vox[i, 2] + radius[2] + 1, nx)
@@ -92,7 +138,7 @@ def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, aperture, m
                     c[3] += w * a * b
                     c[4] += w * a * e
                     c[5] += w * b * e
-        bg = np.median(buf[:nb]) if nb >= min_bg else 0.0
+        bg = _median(buf, nb) if nb >= min_bg else 0.0
         phot = sum_ap - n_ap * bg
         out[i, 9] = sw
         out[i, 10] = phot

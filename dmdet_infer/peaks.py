@@ -168,13 +168,21 @@ def _resolve_plateaus(d, lin, flag):  # pragma: no cover - compiled
                             visited[q] = 1
                             if top == stack.shape[0]:
                                 bigger = np.empty(2 * top, dtype=np.int64)
-                                bigger[:top] = stack
+                                for j in range(top):  # a loop, not a slice copy: compiles in a fraction
+                                    bigger[j] = stack[j]
                                 stack = bigger
                             stack[top] = q
                             top += 1
         # raster order: the first candidate met on a regional-maximum plateau is its first voxel
         keep[i] = good and lower
     return keep
+
+
+def _plateau_keep(d: np.ndarray, lin: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """:func:`_resolve_plateaus`, compiled only for a map that has a plateau candidate (most have none)."""
+    if not (flag == 2).any():
+        return flag == 1
+    return _resolve_plateaus(d, lin, flag)
 
 
 @njit(cache=True)
@@ -219,7 +227,9 @@ def _refine(d, vox, method):  # pragma: no cover - compiled
         y = vox[i, 1]
         x = vox[i, 2]
         if method == 2 or method == 4:
-            sums[:, :] = 0.0
+            for r in range(3):
+                for q in range(3):
+                    sums[r, q] = 0.0
             s = 0.0
             for dz in range(-1, 2):
                 for dy in range(-1, 2):
@@ -252,7 +262,7 @@ def _refine(d, vox, method):  # pragma: no cover - compiled
                 elif method == 4:
                     off = _three_point(sums[a, 0], sums[a, 1], sums[a, 2], False)
                 else:
-                    step[:] = 0
+                    step[0] = step[1] = step[2] = 0
                     step[a] = 1
                     vm = np.float64(d[z - step[0], y - step[1], x - step[2]])
                     v0 = np.float64(d[z, y, x])
@@ -268,8 +278,12 @@ def _suppress_cells(vox, md, cell, ncell):  # pragma: no cover - compiled
     grid origin and sorted best first: a peak is dropped when a kept one lies within the ellipsoid ``md``."""
     n = vox.shape[0]
     keep = np.zeros(n, dtype=np.bool_)
-    head = np.full(ncell[0] * ncell[1] * ncell[2], -1, dtype=np.int64)
-    nxt = np.full(n, -1, dtype=np.int64)
+    head = np.empty(ncell[0] * ncell[1] * ncell[2], dtype=np.int64)
+    for g in range(head.shape[0]):
+        head[g] = -1
+    nxt = np.empty(n, dtype=np.int64)
+    for g in range(n):
+        nxt[g] = -1
     for i in range(n):
         cz = vox[i, 0] // cell[0]
         cy = vox[i, 1] // cell[1]
@@ -334,7 +348,8 @@ def _plateau_open(d, seeds, open_lo, open_hi):  # pragma: no cover - compiled
                             visited[q] = 1
                             if top == stack.shape[0]:
                                 bigger = np.empty(2 * top, dtype=np.int64)
-                                bigger[:top] = stack
+                                for j in range(top):  # a loop, not a slice copy: compiles in a fraction
+                                    bigger[j] = stack[j]
                                 stack = bigger
                             stack[top] = q
                             top += 1
@@ -385,7 +400,7 @@ def find_peaks(
     flag = np.empty(d.size, np.int8)
     k = _candidates(d, thr, lin, flag)
     lin, flag = lin[:k].copy(), flag[:k].copy()
-    lin = lin[_resolve_plateaus(d, lin, flag)]
+    lin = lin[_plateau_keep(d, lin, flag)]
     if lin.size == 0:
         return _empty()
 
@@ -443,7 +458,7 @@ def find_candidates(
         open_lo = np.array([bool(p[0]) for p in open_faces])
         open_hi = np.array([bool(p[1]) for p in open_faces])
         unresolved = bool(_plateau_open(d, seeds, open_lo, open_hi))
-    keep = _resolve_plateaus(d, lin, flag) & in_core
+    keep = _plateau_keep(d, lin, flag) & in_core
     vox = np.ascontiguousarray(vox[keep])
     if vox.shape[0] == 0:
         return empty._replace(unresolved=unresolved)
