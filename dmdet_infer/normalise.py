@@ -8,8 +8,9 @@ Methods:
   (trilinearly, between block centres, constant beyond the outer centres) to every voxel. A spot then looks the
   same to the network under an illumination gradient, on a cell, or beside bright blobs elsewhere in the stack.
   Each voxel's statistics depend only on the blocks around it, so a tile normalised with :meth:`Stats.apply`
-  equals the same part of the whole normalised volume. Blocks whose MAD is 0 (clipped or saturated background,
-  8-bit data) take the median noise of the other blocks.
+  equals the same part of the whole normalised volume. Blocks whose MAD is 0, or with more than half their voxels
+  at the volume's lowest or highest value (clipped or saturated background, 8-bit data: the MAD breaks down),
+  take the median noise of the other blocks.
 - ``median_mad``: one median and MAD for the whole volume (the paper's models up to 2026-11-26).
 - ``percentile``: the ``low`` and ``high`` percentiles of the whole volume map to 0 and 1.
 
@@ -213,9 +214,27 @@ def local_stats(volume, block: tuple[int, int, int] = DEFAULT_BLOCK) -> Stats:
         return out
 
     scale = MAD_TO_SD * _per_block(volume, block, shape, deviation, dtype)
-    positive = scale[scale > 0]
-    scale = np.where(scale > 0, scale, float(np.median(positive)) if positive.size else 0.0)
+    measured = (scale > 0) & ~clipped_blocks(volume, block, shape, offset.shape)
+    if not measured.any():  # every block clipped: their own deviations are all there is
+        measured = scale > 0
+    scale = np.where(measured, scale, float(np.median(scale[measured])) if measured.any() else 0.0)
     return Stats(offset, scale, block, shape)
+
+
+def clipped_blocks(volume, block: tuple[int, int, int], shape: tuple[int, int, int],
+                   grid: tuple[int, ...]) -> np.ndarray:
+    """Blocks (a ``grid`` of them) with more than half their voxels at the volume's lowest or highest value: a
+    background clipped at 0 (8-bit data) or saturated. The median absolute deviation breaks down at one half, so
+    theirs measures the interpolated background's offset, not the noise (it came out 0.0004-1.1 grey levels
+    where the noise is about 2.5), and a stray photon there would be thousands of noise units."""
+    values = sample(volume)
+    lo, hi = values.min(), values.max()
+    at_ends = np.count_nonzero((values == lo) | (values == hi)) / max(values.size, 1)
+    if lo == hi or at_ends * int(np.prod(grid)) < 0.25:  # too few such voxels to fill half of any block
+        return np.zeros(grid, bool)
+    dtype = work_dtype(volume.dtype)
+    ends = _per_block(volume, block, shape, lambda v, r: ((v <= lo) | (v >= hi)).astype(dtype), dtype)
+    return ends > 0.5
 
 
 def global_stats(volume, spec: dict[str, Any]) -> Stats:

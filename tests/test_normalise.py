@@ -111,3 +111,19 @@ def test_a_huge_dynamic_range_is_clipped_without_warnings(method):
             out = normalise(data, {"method": method})
             assert np.isfinite(out).all() and out.max() == normalisation.MAX_NORMALISED
             assert np.median(np.abs(out)) < 5  # the noise still looks like noise
+
+
+def test_a_clipped_background_takes_the_noise_of_the_measured_blocks():
+    rng = np.random.default_rng(3)
+    cells = rng.poisson(20.0, (8, 64, 128)).astype(np.float64) * 3.0 - 30.0  # 8-bit-like, about 13 grey levels sd
+    volume = np.clip(cells, 0, 255).astype(np.uint8)
+    outside = volume[:, :, 64:]
+    outside[:] = np.clip(rng.poisson(2.0, outside.shape) * 3.0 - 6.0, 0, 255)  # about 68 % clipped at 0
+    volume[4, 32, 80] = 30  # a stray bright voxel in the clipped background
+    stats = normalisation.local_stats(volume)
+    inside = stats.scale[:, :, :2]
+    assert inside.min() > 8.0  # the measured blocks keep their own noise
+    np.testing.assert_allclose(stats.scale[:, :, 2:], np.median(stats.scale[:, :, :2]))
+    out = stats.apply(volume)
+    assert out[4, 32, 80] < 3.0  # 6.5 with the clipped blocks' own MAD (thousands of units in 8-bit yeast stacks)
+    assert not normalisation.clipped_blocks(rng.normal(100, 5, (8, 64, 64)), (8, 32, 32), (8, 64, 64), (1, 2, 2)).any()
