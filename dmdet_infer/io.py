@@ -59,7 +59,36 @@ _CSV_COORD_COLUMNS = frozenset({"z", "y", "x", "z_um", "y_um", "x_um"})
 
 @dataclass(repr=False)
 class Stack:
-    """A stack normalised to TZYX (``data`` has 4 dimensions; T is 1 for a single volume)."""
+    """A stack normalised to TZYX, as :func:`read_stack` and :meth:`from_array` give it.
+
+    Parameters
+    ----------
+    data : numpy.ndarray or LazyArray
+        The voxels as TZYX: 4 dimensions, T is 1 for a single volume. A stack read from an uncompressed,
+        contiguous file holds a :class:`~dmdet_infer.lazy.LazyArray` that reads the voxels it is sliced for.
+    axes : str
+        The axes of the source (file or array), in tifffile's codes (e.g. ``"ZYX"``, ``"TZCYX"``).
+    voxel_size_um : tuple of 3 floats or None, optional
+        Voxel size (z, y, x) in µm, when known.
+    path : pathlib.Path or None, optional
+        The file read, None for an array.
+    has_time : bool, optional
+        Whether the source has a T axis (its spots then carry a frame index).
+
+    See Also
+    --------
+    dmdet_infer.Detector.detect_stack : the spots of every frame.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> stack = Stack.from_array(np.zeros((10, 64, 64), np.uint16), voxel_size_um=(0.3, 0.1, 0.1))
+    >>> stack  # doctest: +NORMALIZE_WHITESPACE
+    Stack(shape=(1, 10, 64, 64), dtype=uint16, axes='ZYX', voxel_size_um=(0.3, 0.1, 0.1), path=None,
+          has_time=False, lazy=False)
+    >>> stack.n_frames
+    1
+    """
 
     data: np.ndarray
     axes: str
@@ -69,7 +98,14 @@ class Stack:
 
     @property
     def n_frames(self) -> int:
-        """Number of time points (1 for a single volume)."""
+        """Number of time points (1 for a single volume).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> Stack.from_array(np.zeros((3, 10, 64, 64), np.uint16)).n_frames
+        3
+        """
         return int(self.data.shape[0])
 
     def __repr__(self) -> str:
@@ -80,7 +116,43 @@ class Stack:
     @classmethod
     def from_array(cls, array: Any, axes: str | None = None,
                    voxel_size_um: Sequence[float] | None = None, channel: int | None = None) -> Stack:
-        """Wrap an array for the Python API: 3D is ZYX, 4D is TZYX, anything else needs ``axes``."""
+        """Wrap an array for the Python API.
+
+        Parameters
+        ----------
+        array : array_like
+            The voxels; a numpy array (a memmap included) is used as is, anything else through
+            ``numpy.asarray``. Its dtype must be one of :data:`SUPPORTED_DTYPES`.
+        axes : str or None, optional
+            One tifffile axis code per dimension (e.g. ``"TZCYX"``); None: 3D is ZYX, 4D is TZYX, anything else
+            needs ``axes``.
+        voxel_size_um : sequence of 3 floats or None, optional
+            Voxel size (z, y, x) in µm: positive and at most :data:`MAX_VOXEL_UM`.
+        channel : int or None, optional
+            The channel to keep when ``axes`` has a C (or S) axis of more than one.
+
+        Returns
+        -------
+        Stack
+            A view of the array as TZYX; no voxel is copied.
+
+        Raises
+        ------
+        InputError
+            For a 2D array, more than 4 dimensions without ``axes``, axes that do not fit the array, an
+            unsupported dtype, a bad voxel size, or a missing or out-of-range channel.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> stack = Stack.from_array(np.zeros((2, 10, 3, 64, 64), np.uint16), axes="TZCYX", channel=1)
+        >>> stack.data.shape, stack.has_time
+        ((2, 10, 64, 64), True)
+        >>> Stack.from_array(np.zeros((64, 64), np.uint16))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        dmdet_infer.errors.InputError: array: 2D image (shape (64, 64)); dmdet is a 3D detector and needs a ...
+        """
         data = array if isinstance(array, np.ndarray) else np.asarray(array)
         if axes is None:
             if data.ndim == 3:
@@ -233,8 +305,55 @@ def release_pages(array: object) -> None:
 
 
 def read_stack(path: str | os.PathLike[str], channel: int | None = None, axes: str | None = None) -> Stack:
-    """Read a TIFF / OME-TIFF / ImageJ stack as TZYX: uncompressed contiguous data lazily (a :class:`LazyArray`
-    over a :class:`FileArray`, read with plain file reads when sliced), anything else into memory."""
+    """Read a TIFF / OME-TIFF / ImageJ stack as TZYX.
+
+    Uncompressed contiguous data is read lazily (a :class:`LazyArray` over a :class:`FileArray`, read with plain
+    file reads when sliced), anything else into memory. The voxel size comes from the OME or ImageJ metadata
+    (None when incomplete or unknown). Values are not checked (see :func:`check_finite`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The TIFF file; its first series is read.
+    channel : int or None, optional
+        The channel to keep, counted from 0; needed when the file has more than one channel (C or S axis).
+    axes : str or None, optional
+        One tifffile axis code per dimension of the series (e.g. ``"TZCYX"``), overriding the file's own.
+
+    Returns
+    -------
+    Stack
+        The stack as TZYX, with its axes, voxel size (z, y, x in µm, or None), path and whether it has a time
+        axis. A lazy stack keeps the file open.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, a folder, truncated, corrupt, not a TIFF, compressed without the decoders
+        installed (``pip install imagecodecs``), too large to decompress in memory, of an unsupported dtype, 2D,
+        empty, or when its axes or the ``channel`` do not fit it.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> import tifffile
+    >>> data = np.arange(2 * 10 * 8 * 8, dtype=np.uint16).reshape(2, 10, 8, 8)  # TZYX
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     name = os.path.join(folder, "stack.tif")
+    ...     tifffile.imwrite(name, data, imagej=True, resolution=(10.0, 10.0),  # 10 pixels per µm
+    ...                      metadata={"axes": "TZYX", "spacing": 0.3, "unit": "um"})
+    ...     stack = read_stack(name)
+    ...     first = np.asarray(stack.data[0])  # read while the file is there (this stack is lazy)
+    >>> stack.axes, stack.n_frames, stack.has_time, np.array_equal(first, data[0])
+    ('TZYX', 2, True, True)
+    >>> np.allclose(stack.voxel_size_um, (0.3, 0.1, 0.1))
+    True
+    >>> read_stack("no-such-file.tif")
+    Traceback (most recent call last):
+    ...
+    dmdet_infer.errors.InputError: no-such-file.tif: file not found; check the path
+    """
     path = Path(path)
     name = str(path)
     if not path.exists():
