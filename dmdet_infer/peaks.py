@@ -39,7 +39,17 @@ _REFINE_CODE = {name: i for i, name in enumerate(REFINE_METHODS)}
 
 
 class Peaks(NamedTuple):
-    """Detected peaks, best first."""
+    """Detected peaks, best first (what :func:`find_peaks` returns).
+
+    Attributes
+    ----------
+    coords : numpy.ndarray
+        float64 (N, 3) zyx, refined.
+    voxels : numpy.ndarray
+        int64 (N, 3) zyx, integer maxima.
+    scores : numpy.ndarray
+        float32 (N,), map value at the voxel.
+    """
 
     coords: np.ndarray  # float64 (N, 3) zyx, refined
     voxels: np.ndarray  # int64 (N, 3) zyx, integer maxima
@@ -47,7 +57,21 @@ class Peaks(NamedTuple):
 
 
 class Candidates(NamedTuple):
-    """Unsuppressed maxima of one block of a larger map (raster order), for tiled detection."""
+    """Unsuppressed maxima of one block of a larger map (raster order), for tiled detection.
+
+    What :func:`find_candidates` returns.
+
+    Attributes
+    ----------
+    coords : numpy.ndarray
+        float64 (N, 3) zyx, refined, in block coordinates.
+    voxels : numpy.ndarray
+        int64 (N, 3) zyx, in block coordinates.
+    scores : numpy.ndarray
+        float32 (N,), map value at the voxel.
+    unresolved : bool
+        A plateau of the core reaches an open face: the block needs a larger margin.
+    """
 
     coords: np.ndarray  # float64 (N, 3) zyx, refined, in block coordinates
     voxels: np.ndarray  # int64 (N, 3) zyx, in block coordinates
@@ -380,8 +404,56 @@ def find_peaks(
 ) -> Peaks:
     """Local maxima of a ZYX density map above ``threshold``, best first, suppressed and refined.
 
-    ``density`` is converted to C-contiguous float32 if needed. ``min_distance`` (voxels, scalar or z, y, x)
-    and the plateau/border rules are described in the module docstring. Raises ValueError on bad arguments.
+    The maximum, plateau, order, suppression and border rules are described in the module docstring.
+
+    Parameters
+    ----------
+    density : array_like
+        The 3D (ZYX) map; converted to C-contiguous float32 if needed.
+    threshold : float
+        A voxel is a candidate when its value is strictly greater (compared in float64).
+    min_distance : float or sequence of 3 floats, optional
+        Greedy suppression distance in voxels (scalar or z, y, x), each >= 0; values <= 1 suppress nothing
+        along that axis. Default 1 on every axis: no suppression.
+    refine : str, optional
+        Sub-voxel refinement, one of :data:`REFINE_METHODS`: "gaussian" (default), "parabolic", "centroid",
+        "none" or "lsq".
+
+    Returns
+    -------
+    Peaks
+        ``coords`` (refined), ``voxels`` and ``scores`` of the peaks, best first (ties in raster order).
+
+    Raises
+    ------
+    ValueError
+        When ``density`` is not 3D, ``refine`` is unknown, ``threshold`` is NaN, or ``min_distance`` is not one
+        or three numbers >= 0.
+
+    See Also
+    --------
+    find_candidates, suppress : the same peaks block by block.
+
+    Examples
+    --------
+    A sampled Gaussian (σ 1, 1.5, 1.5 voxels): the "gaussian" refinement finds its centre exactly.
+
+    >>> import numpy as np
+    >>> z, y, x = np.ogrid[:12, :24, :24]
+    >>> density = np.exp(-(z - 5.3) ** 2 / 2 - ((y - 10.0) ** 2 + (x - 12.6) ** 2) / 4.5)
+    >>> peaks = find_peaks(density, 0.5)
+    >>> peaks.voxels.tolist(), peaks.coords.round(2).tolist(), round(float(peaks.scores[0]), 2)
+    ([[5, 10, 13]], [[5.3, 10.0, 12.6]], 0.92)
+
+    A weaker peak 5 voxels away in x is kept, unless ``min_distance`` says it is too close:
+
+    >>> density += 0.6 * np.exp(-(z - 5) ** 2 / 2 - ((y - 10.0) ** 2 + (x - 18) ** 2) / 4.5)
+    >>> find_peaks(density, 0.5).voxels.tolist()
+    [[5, 10, 13], [5, 10, 18]]
+    >>> find_peaks(density, 0.5, min_distance=(1, 8, 8)).voxels.tolist()
+    [[5, 10, 13]]
+    >>> len(find_peaks(density, 0.95).scores)
+    0
     """
     arr = np.asarray(density)
     if arr.ndim != 3:
@@ -424,11 +496,58 @@ def find_candidates(
 ) -> Candidates:
     """Maxima of one block of a larger map whose voxel lies in ``core``, refined, not suppressed.
 
-    ``density`` is the block: ``core`` (slices in block coordinates, default all) plus a margin of at least one
-    voxel on every ``open_faces`` side ((low, high) per axis: the map goes on beyond that face). Maxima, plateaus
-    and refinement follow the :func:`find_peaks` rules exactly as on the whole map, provided no plateau of the
-    core reaches an open face: ``unresolved`` says when one does (retry with a larger margin). Merge the blocks'
-    candidates with :func:`suppress` to get ``find_peaks`` of the whole map.
+    Maxima, plateaus and refinement follow the :func:`find_peaks` rules exactly as on the whole map, provided no
+    plateau of the core reaches an open face: ``unresolved`` says when one does (retry with a larger margin).
+    Merge the blocks' candidates with :func:`suppress` to get ``find_peaks`` of the whole map.
+
+    Parameters
+    ----------
+    density : array_like
+        The block: ``core`` plus a margin of at least one voxel on every ``open_faces`` side. 3D (ZYX);
+        converted to C-contiguous float32 if needed.
+    threshold : float
+        A voxel is a candidate when its value is strictly greater (compared in float64).
+    refine : str, optional
+        Sub-voxel refinement, one of :data:`REFINE_METHODS` (default "gaussian").
+    core : sequence of 3 slices or None, optional
+        The block's own part, in block coordinates; default all of it.
+    open_faces : sequence of 3 (bool, bool), optional
+        (low, high) per axis: the map goes on beyond that face. Default: none (the block is the whole map).
+
+    Returns
+    -------
+    Candidates
+        ``coords``, ``voxels`` (block coordinates) and ``scores`` of the core's maxima in raster order, and
+        ``unresolved``.
+
+    Raises
+    ------
+    ValueError
+        When ``density`` is not 3D, ``refine`` is unknown or ``threshold`` is NaN.
+
+    Examples
+    --------
+    A map of two spots, cut into two blocks along x with a margin of one voxel on their shared face; the
+    candidates of both, merged by :func:`suppress`, are :func:`find_peaks` of the whole map:
+
+    >>> import numpy as np
+    >>> z, y, x = np.ogrid[:8, :16, :32]
+    >>> density = (np.exp(-(z - 4) ** 2 / 2 - ((y - 8) ** 2 + (x - 9.2) ** 2) / 4.5)
+    ...            + 0.9 * np.exp(-(z - 3) ** 2 / 2 - ((y - 7) ** 2 + (x - 22) ** 2) / 4.5))
+    >>> closed = (False, False)
+    >>> left = find_candidates(density[:, :, :17], 0.5, core=(slice(None), slice(None), slice(0, 16)),
+    ...                        open_faces=(closed, closed, (False, True)))
+    >>> right = find_candidates(density[:, :, 15:], 0.5, core=(slice(None), slice(None), slice(1, None)),
+    ...                         open_faces=(closed, closed, (True, False)))
+    >>> left.voxels.tolist(), right.voxels.tolist(), left.unresolved or right.unresolved
+    ([[4, 8, 9]], [[3, 7, 7]], False)
+    >>> voxels = np.concatenate([left.voxels, right.voxels + (0, 0, 15)])  # volume coordinates
+    >>> coords = np.concatenate([left.coords, right.coords + (0, 0, 15)])
+    >>> keep = suppress(voxels, np.concatenate([left.scores, right.scores]), 3)
+    >>> coords[keep].round(2).tolist()
+    [[4.0, 8.0, 9.2], [3.0, 7.0, 22.0]]
+    >>> np.allclose(coords[keep], find_peaks(density, 0.5, 3).coords)
+    True
     """
     arr = np.asarray(density)
     if arr.ndim != 3:
@@ -472,6 +591,34 @@ def suppress(voxels: np.ndarray, scores: np.ndarray, min_distance: float | Seque
 
     Same order (score descending, ties in raster order of ``voxels``) and rule as :func:`find_peaks`; memory is
     proportional to the number of candidates, not to the extent of the volume.
+
+    Parameters
+    ----------
+    voxels : array_like
+        (N, 3) integer zyx positions of the candidates.
+    scores : array_like
+        (N,) their scores (compared as float32).
+    min_distance : float or sequence of 3 floats
+        Suppression distance in voxels (scalar or z, y, x), each >= 0; values <= 1 suppress nothing along that
+        axis.
+
+    Returns
+    -------
+    numpy.ndarray
+        Indices into ``voxels`` of the kept candidates, best first.
+
+    Raises
+    ------
+    ValueError
+        When ``voxels`` and ``scores`` differ in length, or ``min_distance`` is not one or three numbers >= 0.
+
+    Examples
+    --------
+    The best candidate (index 1) drops the one 2 voxels away; the one 7 voxels further is kept:
+
+    >>> import numpy as np
+    >>> suppress(np.array([[0, 0, 0], [0, 0, 2], [0, 0, 9]]), np.array([0.5, 0.9, 0.7]), 3).tolist()
+    [1, 2]
     """
     vox = np.asarray(voxels, np.int64).reshape(-1, 3)
     s = np.asarray(scores, np.float32).reshape(-1)
@@ -494,7 +641,16 @@ def suppress(voxels: np.ndarray, scores: np.ndarray, min_distance: float | Seque
 
 
 def warmup() -> None:
-    """Compile (or load from the cache) every kernel on a tiny array."""
+    """Compile (or load from the cache) every kernel on a tiny array.
+
+    The kernels otherwise compile on their first call; after this, the first real call is fast.
+
+    Examples
+    --------
+    >>> warmup()
+    >>> find_peaks(np.eye(3, dtype=np.float32)[None], 0.5).voxels.tolist()  # a plateau: one peak, its first voxel
+    [[0, 0, 0]]
+    """
     d = np.zeros((3, 4, 5), np.float32)
     d[1, 1, 1] = 1.0
     d[1, 2, 3] = d[1, 2, 4] = 0.5  # plateau path
