@@ -10,8 +10,23 @@ class DmdetError(Exception):
 
 
 class InputError(DmdetError, ValueError):
-    """Bad input from the user (file, array, option or model): exit code 2. A ``ValueError``, so that code
-    embedding dmdet can catch it as one."""
+    """Bad input from the user (file, array, option or model).
+
+    The message is one line, naming the file and the problem. The CLI exits with code 2 (``exit_code``) on it.
+    A ``ValueError``, so that code embedding dmdet can catch it as one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from dmdet_infer import Detector, InputError
+    >>> issubclass(InputError, ValueError), InputError.exit_code
+    (True, 2)
+    >>> try:
+    ...     Detector().detect(np.zeros((64, 64)))
+    ... except ValueError as exc:
+    ...     print(type(exc).__name__, exc)
+    InputError 2D image (shape (64, 64)); dmdet is a 3D detector and needs a ZYX stack
+    """
 
     exit_code = 2
 
