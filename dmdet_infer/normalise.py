@@ -198,9 +198,48 @@ def _per_block(volume, block, shape, fn, dtype) -> np.ndarray:
 
 
 def local_stats(volume, block: tuple[int, int, int] = DEFAULT_BLOCK) -> Stats:
-    """Block medians of ``volume`` (any array numpy can slice), then each block's noise, 1.4826 x the median
-    absolute deviation from the interpolated background (so a gradient within a block does not count as noise).
-    Zero-noise blocks take the median noise of the others (all zero: a constant volume)."""
+    """Local normalisation statistics (``local_median_mad``): block medians, then each block's noise.
+
+    The background of each block is its median; its noise is 1.4826 x the median absolute deviation from the
+    interpolated background (so a gradient within a block does not count as noise). Zero-noise blocks, and
+    blocks with more than half their voxels at the volume's lowest or highest value (:func:`clipped_blocks`),
+    take the median noise of the others (all zero: a constant volume). The volume is read one row of blocks at
+    a time.
+
+    Parameters
+    ----------
+    volume : array_like
+        The ZYX volume: any 3D array numpy can slice (a memmap, a lazy array).
+    block : tuple of 3 ints, optional
+        Block size in voxels (z, y, x), on a grid anchored at the volume's origin; each is clipped to the
+        volume's size. Default :data:`DEFAULT_BLOCK`.
+
+    Returns
+    -------
+    Stats
+        ``offset`` (background) and ``scale`` (noise) per block; :meth:`Stats.apply` interpolates them to every
+        voxel. ``constant`` when no block has noise.
+
+    See Also
+    --------
+    stats : the statistics for a model's ``dmdet.normalisation`` entry.
+
+    Examples
+    --------
+    A background of 100 with a noise of 3, in blocks of 8 x 32 x 32 voxels:
+
+    >>> import numpy as np
+    >>> volume = 100 + np.random.default_rng(0).normal(0, 3, (16, 64, 64))
+    >>> s = local_stats(volume, (8, 32, 32))
+    >>> s.offset.shape, np.allclose(s.offset, 100, atol=0.5), np.allclose(s.scale, 3, rtol=0.1), s.constant
+    ((2, 2, 2), True, True, False)
+
+    A tile normalised alone equals the same part of the whole normalised volume:
+
+    >>> tile = (slice(0, 16), slice(10, 30), slice(20, 40))
+    >>> np.array_equal(s.apply(volume[tile], tile), s.apply(volume)[tile])
+    True
+    """
     shape = _zyx(int(n) for n in volume.shape)
     block = _zyx(int(max(1, min(b, n))) for b, n in zip(block, shape))
     dtype = work_dtype(volume.dtype)
@@ -291,7 +330,40 @@ def check_spec(spec: Any) -> None:
 
 
 def stats(volume, spec: dict[str, Any]) -> Stats:
-    """The normalisation statistics of a whole volume for the model's ``spec`` (``dmdet.normalisation``)."""
+    """The normalisation statistics of a whole volume for the model's ``spec`` (``dmdet.normalisation``).
+
+    Parameters
+    ----------
+    volume : array_like
+        The ZYX volume (any 3D array numpy can slice).
+    spec : dict
+        ``{"method": "local_median_mad", "block": [z, y, x]}`` (block default :data:`DEFAULT_BLOCK`; see
+        :func:`local_stats`), ``{"method": "median_mad"}`` (one median and MAD for the whole volume; the standard
+        deviation when the MAD is 0) or ``{"method": "percentile", "low": 1.0, "high": 99.8}`` (the ``low`` and
+        ``high`` percentiles map to 0 and 1). Whole-volume methods look at a strided sample of at most
+        :data:`MAX_SAMPLES` voxels.
+
+    Returns
+    -------
+    Stats
+        The volume's ``offset`` and ``scale``; ``Stats.apply(block, region)`` normalises any part of it.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> volume = 100 + np.random.default_rng(0).normal(0, 3, (16, 64, 64))
+    >>> s = stats(volume, {"method": "median_mad"})
+    >>> s.offset.size, round(float(s.offset[0, 0, 0])), round(float(s.scale[0, 0, 0]))
+    (1, 100, 3)
+    >>> s = stats(volume, {"method": "local_median_mad", "block": [8, 32, 32]})
+    >>> s.block, s.offset.shape
+    ((8, 32, 32), (2, 2, 2))
+    """
     if spec["method"] == "local_median_mad":
         return local_stats(volume, tuple(spec.get("block", DEFAULT_BLOCK)))
     return global_stats(volume, spec)
@@ -311,7 +383,31 @@ def apply(block: np.ndarray, offset: float, scale: float) -> np.ndarray:
 
 
 def normalise(volume: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """Normalise a whole volume (training and small inputs); zeros for a constant volume."""
+    """Normalise a whole volume (training and small inputs), as the model was trained.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        The ZYX volume.
+    spec : dict
+        The model's ``dmdet.normalisation`` entry (see :func:`stats`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(volume - background) / noise`` as float32, the same shape as ``volume``, clipped to
+        ±:data:`MAX_NORMALISED`; zeros for a constant volume.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> volume = 100 + np.random.default_rng(0).normal(0, 3, (16, 64, 64))
+    >>> n = normalise(volume, {"method": "local_median_mad", "block": [8, 32, 32]})
+    >>> n.dtype, n.shape, abs(float(np.median(n))) < 0.05, round(float(n.std()), 1)
+    (dtype('float32'), (16, 64, 64), True, 1.0)
+    >>> float(np.abs(normalise(np.full((4, 8, 8), 7.0), {"method": "median_mad"})).max())
+    0.0
+    """
     s = stats(volume, spec)
     if s.constant:
         return np.zeros(volume.shape, np.float32)
