@@ -84,32 +84,83 @@ class _Negated:
 class Detector:
     """Find particles in 3D volumes with a dmdet ONNX model.
 
-    model: path to an exported model, a loaded :class:`Model`, or None for the model shipped in the package.
-    device: "auto" (CUDA when it really works, else CPU), "cpu" or "cuda".
-    threshold: a number in [0, 1) (density units), "auto" (each volume's own threshold from the model's noise
+    One ONNX Runtime session per Detector, reused for every call; :meth:`detect` keeps no state between calls, so
+    a Detector can be shared by several threads.
+
+    Parameters
+    ----------
+    model : str, os.PathLike, Model or None, optional
+        Path to an exported model, a loaded :class:`Model`, or None for the model shipped in the package.
+    device : str, optional
+        "auto" (CUDA when it really works, else CPU), "cpu" or "cuda".
+    threshold : float, str or None, optional
+        A number in [0, 1) (density units), "auto" (each volume's own threshold from the model's noise
         calibration, :mod:`dmdet_infer.threshold`), or None: "auto" when the model is calibrated, else its tuned
         threshold (also the fallback of "auto" when no spot stands out of the noise).
-    min_distance: overrides the model's default (voxels, z,y,x).
-    refine: sub-voxel refinement, "lsq" (default: log-Gaussian fit by least squares over the 3x3x3 neighbourhood),
+    min_distance : float or sequence of 3 floats, optional
+        Overrides the model's default (voxels, z,y,x).
+    refine : str, optional
+        Sub-voxel refinement, "lsq" (default: log-Gaussian fit by least squares over the 3x3x3 neighbourhood),
         "gaussian" (per-axis log-Gaussian 3-point), "parabolic", "centroid" or "none".
-    tile: largest core (z,y,x) sent to the network at once; None chooses it from the volume size and the memory
+    tile : sequence of 3 ints or None, optional
+        Largest core (z,y,x) sent to the network at once; None chooses it from the volume size and the memory
         (a quarter of the free RAM, or of the free GPU memory on CUDA, at most ``tile_memory`` bytes per tile,
-        default 2 GiB; measured once, when the detector is made).
-    split_pairs: split spots that are two particles merged into one peak (:mod:`dmdet_infer.pairs`; density
-        models only). Only spots scoring at least the fixed threshold (the model's tuned one with 'auto') are
-        considered, and their windows are bounded by the other peaks above it.
-    mass_cut: with 'auto' and a calibration that has them, also cut on the spots' photometric mass
+        measured once, when the detector is made).
+    threads : int or None, optional
+        ONNX Runtime's intra-op threads; None: its default.
+    tile_memory : float or None, optional
+        Most bytes per tile when ``tile`` is None; default 2 GiB.
+    split_pairs : bool, optional
+        Split spots that are two particles merged into one peak (:mod:`dmdet_infer.pairs`; density models only).
+        Only spots scoring at least the fixed threshold (the model's tuned one with 'auto') are considered, and
+        their windows are bounded by the other peaks above it.
+    mass_cut : bool, optional
+        With 'auto' and a calibration that has them, also cut on the spots' photometric mass
         (:func:`dmdet_infer.threshold.choose_cut`); False: the score alone (:func:`dmdet_infer.threshold.choose`).
-    spot_size: the stack's spot σ in voxels (z, y, x; see :func:`dmdet_infer.scale.parse_spot_size` for µm and
-        FWHM): stacks whose spots lie outside the model's range are resampled to its spot size and the positions
-        mapped back. "auto" (default): estimated from each stack (:func:`dmdet_infer.scale.estimate`) and acted
-        on only when clearly outside the range (beyond it by a factor :data:`AUTO_MARGIN`); None: never resample.
-        What was used is in ``Spots.meta["scale"]``.
-    overlap: run the network on the next tile in a worker thread while this thread finds the peaks of the
-        current one (ONNX Runtime releases the GIL while it runs), and detect two frames at once where all
-        frames are at hand (:meth:`detect_stack`, :meth:`detect_frames` of a sequence or array). None (default):
-        on when the model runs on CUDA, off on the CPU (where both would compete for the same cores and two
-        tiles or frames would be in memory). The spots are the same either way.
+    spot_size : "auto", "off", sequence of 3 floats or None, optional
+        The stack's spot σ in voxels (z, y, x; see :func:`dmdet_infer.scale.parse_spot_size` for µm and FWHM):
+        stacks whose spots lie outside the model's range are resampled to its spot size and the positions mapped
+        back. "auto" (default): estimated from each stack (:func:`dmdet_infer.scale.estimate`) and acted on only
+        when clearly outside the range (beyond it by a factor :data:`AUTO_MARGIN`); None or "off": never
+        resample. What was used is in ``Spots.meta["scale"]``.
+    overlap : bool or None, optional
+        Run the network on the next tile in a worker thread while this thread finds the peaks of the current one
+        (ONNX Runtime releases the GIL while it runs), and detect two frames at once where all frames are at hand
+        (:meth:`detect_stack`, :meth:`detect_frames` of a sequence or array). None (default): on when the model
+        runs on CUDA, off on the CPU (where both would compete for the same cores and two tiles or frames would
+        be in memory). The spots are the same either way.
+
+    Raises
+    ------
+    InputError
+        When the model file is missing or not a valid ONNX model, CUDA is asked for but not active,
+        ``threshold`` is not a number in [0, 1) or "auto" ("auto" also needs a calibrated model), or
+        ``min_distance``, ``refine``, ``tile``, ``tile_memory`` or ``spot_size`` is invalid.
+
+    See Also
+    --------
+    Spots : the result.
+    read_stack : read a TIFF stack for :meth:`detect_stack`.
+
+    Examples
+    --------
+    A ZYX volume with two bright spots on Poisson noise:
+
+    >>> import numpy as np
+    >>> z, y, x = np.ogrid[:10, :64, :64]
+    >>> spot = lambda cz, cy, cx: 60 * np.exp(-(z - cz) ** 2 / 2 - ((y - cy) ** 2 + (x - cx) ** 2) / 4.5)
+    >>> volume = np.random.default_rng(0).poisson(10 + spot(5, 20, 20) + spot(4, 40, 45)).astype(np.uint16)
+    >>> detector = Detector()
+    >>> spots = detector.detect(volume)
+    >>> len(spots), sorted(spots.zyx.round().astype(int).tolist()), spots.meta["threshold_mode"]
+    (2, [[4, 40, 45], [5, 20, 20]], 'auto')
+    >>> fixed = Detector(threshold=0.5).detect(volume)
+    >>> len(fixed), fixed.meta["threshold"], fixed.meta["threshold_mode"]
+    (2, 0.5, 'fixed')
+    >>> Detector(threshold=1.5)
+    Traceback (most recent call last):
+    ...
+    dmdet_infer.errors.InputError: threshold must be in [0, 1) (the density map is a sigmoid output), got 1.5
     """
 
     def __init__(
@@ -216,7 +267,15 @@ class Detector:
         return self.model.info
 
     def warmup(self) -> None:
-        """Compile the peak finder and run the network once, so that the first real call is fast."""
+        """Compile the peak finder and run the network once, so that the first real call is fast.
+
+        Examples
+        --------
+        >>> detector = Detector()
+        >>> detector.warmup()
+        >>> len(detector.detect(np.zeros((10, 64, 64), np.float32)))  # a constant volume: nothing to detect
+        0
+        """
         stride = self.info.stride_zyx
         block = np.zeros(tuple(max(s, 1) * k for s, k in zip(stride, (4, 16, 16))), np.float32)
         self.model.run(block)
@@ -237,9 +296,37 @@ class Detector:
         return [t.core for t in tiling.plan(tuple(shape), self.tile_shape(shape), info.halo_zyx, info.stride_zyx)]
 
     def density(self, volume: np.ndarray, path: object | None = None) -> np.ndarray:
-        """The network's density map (same shape as ``volume``); zeros for a constant volume.
+        """The network's density map of a whole volume.
 
-        Holds the whole map in memory: :meth:`detect` does not use it (it works tile by tile)."""
+        Holds the whole map in memory: :meth:`detect` does not use it (it works tile by tile).
+
+        Parameters
+        ----------
+        volume : numpy.ndarray
+            The ZYX volume.
+        path : object or None, optional
+            The volume's file, named in error messages.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, the same shape as ``volume``; zeros for a constant volume.
+
+        Raises
+        ------
+        InputError
+            When ``volume`` is not 3D, empty, not numeric, or holds NaN or infinite values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> z, y, x = np.ogrid[:10, :64, :64]
+        >>> spot = lambda cz, cy, cx: 60 * np.exp(-(z - cz) ** 2 / 2 - ((y - cy) ** 2 + (x - cx) ** 2) / 4.5)
+        >>> volume = np.random.default_rng(0).poisson(10 + spot(5, 20, 20) + spot(4, 40, 45)).astype(np.uint16)
+        >>> density = Detector().density(volume)
+        >>> density.shape, density.dtype, [int(i) for i in np.unravel_index(density.argmax(), density.shape)]
+        ((10, 64, 64), dtype('float32'), [4, 40, 45])
+        """
         check_volume(volume, path)
         stats = self.stats(volume)
         if stats.constant:
@@ -367,10 +454,43 @@ class Detector:
 
     def candidates(self, volume: np.ndarray, floor: float = autothreshold.GRID[0],
                    measure_level: float = autothreshold.MEASURE_LEVEL) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, photons)`` of all peaks above ``floor`` after min-distance suppression, with the
-        photometric mass of those scoring at least ``measure_level`` (NaN for the others; windows bounded by the
-        peaks above the detector's threshold): what :func:`dmdet_infer.threshold.calibrate` counts on noise
-        volumes."""
+        """Scores and photometric masses of all peaks above a low floor, after min-distance suppression.
+
+        What :func:`dmdet_infer.threshold.calibrate` counts on noise volumes.
+
+        Parameters
+        ----------
+        volume : numpy.ndarray
+            The ZYX volume.
+        floor : float, optional
+            Peaks scoring above this are kept; default 0.05, the lowest threshold of the automatic threshold's
+            grid (:data:`dmdet_infer.threshold.GRID`).
+        measure_level : float, optional
+            Peaks scoring at least this get their photometric mass (windows bounded by the peaks above the
+            detector's threshold); default 0.5 (:data:`dmdet_infer.threshold.MEASURE_LEVEL`).
+
+        Returns
+        -------
+        scores : numpy.ndarray
+            float32, best first.
+        photons : numpy.ndarray
+            The photometric mass of each peak, NaN for those below ``measure_level``.
+
+        Raises
+        ------
+        InputError
+            When ``volume`` is not 3D, empty, not numeric, or holds NaN or infinite values.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> z, y, x = np.ogrid[:10, :64, :64]
+        >>> spot = lambda cz, cy, cx: 60 * np.exp(-(z - cz) ** 2 / 2 - ((y - cy) ** 2 + (x - cx) ** 2) / 4.5)
+        >>> volume = np.random.default_rng(0).poisson(10 + spot(5, 20, 20) + spot(4, 40, 45)).astype(np.uint16)
+        >>> scores, photons = Detector().candidates(volume)
+        >>> int((scores > 0.9).sum()), bool(np.isnan(photons[scores < 0.5]).all()), bool((photons[:2] > 100).all())
+        (2, True, True)
+        """
         check_volume(volume)
         stats = self.stats(volume)
         if stats.constant:
@@ -388,10 +508,48 @@ class Detector:
         path: object | None = None,
         progress=None,
     ) -> Spots:
-        """Spots of one ZYX volume (numpy array, memmap, or a lazy array such as zarr/dask, read tile by tile).
+        """Spots of one ZYX volume.
 
         Memory is bounded by the tile size: each tile's density is searched for peaks and dropped.
-        ``progress`` (anything with ``update(n)``) is advanced by one per tile."""
+
+        Parameters
+        ----------
+        volume : array_like
+            The ZYX volume: a numpy array, memmap, or a lazy array such as zarr/dask (read tile by tile);
+            anything else goes through ``numpy.asarray``.
+        voxel_size_um : sequence of 3 floats or None, optional
+            Voxel size (z, y, x) in µm; the spots then have µm columns.
+        path : object or None, optional
+            The volume's file, named in error messages.
+        progress : object or None, optional
+            Anything with ``update(n)``; advanced by one per tile.
+
+        Returns
+        -------
+        Spots
+            The spots, best first, with their features; ``meta`` says how they were found (threshold, mass cut,
+            threshold mode, normalisation, model, the spot size used in ``scale``, ``background_correlation``).
+
+        Raises
+        ------
+        InputError
+            When ``volume`` is not 3D, empty, not numeric, or holds NaN or infinite values, or the voxel size is
+            not one or three finite values >= 0.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> z, y, x = np.ogrid[:10, :64, :64]
+        >>> spot = lambda cz, cy, cx: 60 * np.exp(-(z - cz) ** 2 / 2 - ((y - cy) ** 2 + (x - cx) ** 2) / 4.5)
+        >>> volume = np.random.default_rng(0).poisson(10 + spot(5, 20, 20) + spot(4, 40, 45)).astype(np.uint16)
+        >>> spots = Detector().detect(volume, voxel_size_um=(0.3, 0.1, 0.1))
+        >>> len(spots), sorted(spots.zyx.round().astype(int).tolist())
+        (2, [[4, 40, 45], [5, 20, 20]])
+        >>> list(spots.columns())
+        ['z', 'y', 'x', 'score', 'intensity', 'z_um', 'y_um', 'x_um', 'mass', 'spread', 'split']
+        >>> bool(np.all(spots.score > spots.meta["threshold"]))
+        True
+        """
         if not all(hasattr(volume, a) for a in ("shape", "dtype", "__getitem__")):
             volume = np.asarray(volume)
         size = None if voxel_size_um is None else as_triple(voxel_size_um, "voxel size")
@@ -479,7 +637,37 @@ class Detector:
 
         With :attr:`overlap` and frames that are all at hand (a sequence or an array), two frames are detected
         at once (:meth:`_in_order`); frames from an iterator are detected one by one, each yielded as soon as it
-        is done."""
+        is done.
+
+        Parameters
+        ----------
+        frames : iterable of numpy.ndarray
+            ZYX volumes, in order.
+        voxel_size_um : sequence of 3 floats or None, optional
+            Voxel size (z, y, x) in µm, the same for every frame.
+
+        Yields
+        ------
+        Spots
+            The spots of each frame in turn, ``frame`` set to its index (from 0).
+
+        Raises
+        ------
+        InputError
+            As :meth:`detect`, when a bad frame is reached.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> z, y, x = np.ogrid[:10, :64, :64]
+        >>> spot = lambda cz, cy, cx: 60 * np.exp(-(z - cz) ** 2 / 2 - ((y - cy) ** 2 + (x - cx) ** 2) / 4.5)
+        >>> volume = np.random.default_rng(0).poisson(10 + spot(5, 20, 20) + spot(4, 40, 45)).astype(np.uint16)
+        >>> frames = (volume, volume[:, ::-1])  # the second frame is the first upside down
+        >>> for spots in Detector().detect_frames(frames):
+        ...     print(spots.frame.tolist(), sorted(spots.zyx.round().astype(int).tolist()))
+        [0, 0] [[4, 40, 45], [5, 20, 20]]
+        [1, 1] [[4, 23, 45], [5, 43, 20]]
+        """
         calls = (lambda f=frame, i=index: self.detect(f, voxel_size_um).with_frame(i)
                  for index, frame in enumerate(frames))
         yield from self._in_order(calls, isinstance(frames, (np.ndarray, Sequence)))
@@ -505,12 +693,63 @@ class Detector:
                     future.cancel()
 
     def n_tiles(self, stack: Stack) -> int:
-        """Tiles in all frames of ``stack``: the length of :meth:`detect_stack`'s progress."""
+        """Tiles in all frames of ``stack``: the length of :meth:`detect_stack`'s progress.
+
+        Parameters
+        ----------
+        stack : Stack
+            The stack to detect in.
+
+        Returns
+        -------
+        int
+            Frames x tiles per frame.
+
+        Examples
+        --------
+        >>> from dmdet_infer import Stack
+        >>> stack = Stack.from_array(np.zeros((3, 10, 64, 64), np.uint16))
+        >>> Detector().n_tiles(stack), Detector(tile=(10, 32, 32)).n_tiles(stack)
+        (3, 12)
+        """
         return stack.data.shape[0] * len(self.cores(stack.data.shape[1:]))
 
     def detect_stack(self, stack: Stack, progress=None) -> Spots:
-        """Spots of a :class:`Stack` read from a file; frames stream one at a time (``progress`` is advanced
-        by one per tile, :meth:`n_tiles` in all; with :attr:`overlap`, two frames at a time)."""
+        """Spots of a :class:`Stack` read from a file (:func:`read_stack`) or wrapped (:meth:`Stack.from_array`).
+
+        Frames stream one at a time (with :attr:`overlap`, two frames at a time).
+
+        Parameters
+        ----------
+        stack : Stack
+            The TZYX stack; its voxel size goes to the spots.
+        progress : object or None, optional
+            Anything with ``update(n)``; advanced by one per tile, :meth:`n_tiles` in all.
+
+        Returns
+        -------
+        Spots
+            The spots of all frames, tagged with their frame index when the stack has a time axis; for several
+            frames, ``meta["frames"]`` holds each frame's meta (:meth:`Spots.concat`).
+
+        Raises
+        ------
+        InputError
+            When the stack has no frame, or as :meth:`detect` for a bad frame (the error names the file and the
+            frame).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> z, y, x = np.ogrid[:10, :64, :64]
+        >>> spot = lambda cz, cy, cx: 60 * np.exp(-(z - cz) ** 2 / 2 - ((y - cy) ** 2 + (x - cx) ** 2) / 4.5)
+        >>> volume = np.random.default_rng(0).poisson(10 + spot(5, 20, 20) + spot(4, 40, 45)).astype(np.uint16)
+        >>> from dmdet_infer import Stack
+        >>> stack = Stack.from_array(np.stack([volume, volume[:, ::-1]]), voxel_size_um=(0.3, 0.1, 0.1))
+        >>> spots = Detector().detect_stack(stack)
+        >>> len(spots), spots.frame.tolist(), spots.voxel_size_um, len(spots.meta["frames"])
+        (4, [0, 0, 1, 1], (0.3, 0.1, 0.1), 2)
+        """
         size = stack.voxel_size_um
 
         def frame(index: int) -> Spots:
