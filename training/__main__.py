@@ -98,16 +98,18 @@ def _with_settings(cfg, settings: tuple[str, ...]):
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test")
 @click.option("--norm", type=click.Choice(["running", "instance"]), default="running",
               help="normalisation statistics in eval mode (running = what the exported model does)")
-@click.option("--threshold", type=float, default=None, help="default: the tuned threshold in the checkpoint")
+@click.option("--threshold", default=None,
+              help="a fixed cut in [0, 1) or 'auto'; default: the model's (auto for an exported model with a noise "
+                   "calibration, else its tuned threshold)")
 @click.option("--n-stacks", type=int, default=None, help="override data.n_stacks")
 @click.option("--shape", default=None, help="override data.shape, e.g. 10,512,512")
 @click.option("--data", "data_folder", type=click.Path(exists=True, file_okay=False), default=None,
               help="score on the stack.tif + stack.csv pairs in this folder instead of the checkpoint's data "
                    "(split 50/25/25 by name order, as training/configs/finetune.json splits them)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write the scores as JSON")
-def evaluate(checkpoint: str, split: str, norm: str, threshold: float | None, n_stacks: int | None,
+def evaluate(checkpoint: str, split: str, norm: str, threshold: str | None, n_stacks: int | None,
              shape: str | None, data_folder: str | None, output: str | None) -> None:
-    """Score a checkpoint on a split of its data spec (overall and per SNR level)."""
+    """Score a checkpoint or an exported .onnx model on a split of its data, through dmdet-infer's pipeline."""
     from training.train import evaluate as run
 
     overrides: dict = {}
@@ -122,7 +124,8 @@ def evaluate(checkpoint: str, split: str, norm: str, threshold: float | None, n_
     from export.onnx_export import _json_safe
 
     try:
-        result = _json_safe(run(checkpoint, split, norm, threshold, overrides))
+        cut: float | str | None = threshold if threshold in (None, "auto") else float(threshold)
+        result = _json_safe(run(checkpoint, split, norm, cut, overrides))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     text = json.dumps(result, indent=2)

@@ -121,25 +121,33 @@ def load_split(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if spec.source == "simulated":
+        idx = split_indices(spec.n_stacks, spec.split)[split]
+        n_workers = min(int(workers or 1), len(idx))
+        if n_workers > 1:
+            return _load_parallel(spec, idx, target, sigma_zyx, n_workers, progress, split)
+    return [make_item(volume, positions, meta, target, sigma_zyx, spec.normalisation)
+            for volume, positions, meta in raw_split(spec, split, progress)]
+
+
+def raw_split(spec: DataSpec, split: str, progress: bool = False) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+    """The stacks of one split as they are (not normalised): ``(volume, positions (N, 3) zyx, meta)``, the ones
+    :func:`load_split` makes its items from."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if spec.source == "annotations":
         from training.annotations import load_annotations
 
         pairs = load_annotations(spec.folder)  # type: ignore[arg-type]
         idx = split_indices(len(pairs), spec.split)[split]
-        raw = [(pairs[i][0], pairs[i][1], {"index": i, "source": str(spec.folder)}) for i in idx]
-    else:
-        idx = split_indices(spec.n_stacks, spec.split)[split]
-        n_workers = min(int(workers or 1), len(idx))
-        if n_workers > 1:
-            return _load_parallel(spec, idx, target, sigma_zyx, n_workers, progress, split)
-        it = idx
-        if progress:
-            from tqdm import tqdm
+        return [(pairs[i][0], pairs[i][1], {"index": i, "source": str(spec.folder)}) for i in idx]
+    idx = split_indices(spec.n_stacks, spec.split)[split]
+    it = idx
+    if progress:
+        from tqdm import tqdm
 
-            it = tqdm(idx, desc=f"simulating {split}", leave=False)
-        raw = [simulate_item(spec, i) for i in it]
-    return [make_item(volume, positions, meta, target, sigma_zyx, spec.normalisation)
-            for volume, positions, meta in raw]
+        it = tqdm(idx, desc=f"simulating {split}", leave=False)
+    return [simulate_item(spec, i) for i in it]
 
 
 def fill_cache(spec: DataSpec, workers: int, progress: bool = False) -> int:

@@ -111,3 +111,16 @@ def summarise(scores: list[dict]) -> dict:
         "recall_mean": _mean(np.array([s["recall"] for s in scores], dtype=np.float64)),
         "n": len(scores),
     }
+
+
+def pooled(scores: list[dict]) -> dict:
+    """Scores of all images together (counts summed; RMSE over every matched pair), as
+    ``benchmarks/generalisation.py`` reports them."""
+    tp = sum(int(s["tp"]) for s in scores)
+    fp = sum(int(s["fp"]) for s in scores)
+    fn = sum(int(s["fn"]) for s in scores)
+    squares = sum(s["tp"] * s["rmse"] ** 2 for s in scores if s["tp"])
+    denom = 2 * tp + fp + fn
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": tp / (tp + fp) if tp + fp else 1.0,
+            "recall": tp / (tp + fn) if tp + fn else 1.0, "f1": 2 * tp / denom if denom else 1.0,
+            "rmse": float(np.sqrt(squares / tp)) if tp else float("nan"), "n": len(scores)}

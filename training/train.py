@@ -386,33 +386,44 @@ def record_tuning(ck: dict[str, Any], model: DetNet3D, thr: float, scores: dict[
 
 
 def evaluate(
-    checkpoint: str | Path, split: str = "test", norm: str = "running", threshold: float | None = None,
+    checkpoint: str | Path, split: str = "test", norm: str = "running", threshold: float | str | None = None,
     data_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Scores of a checkpoint on one split of its data spec, overall and per SNR (binned at PTC levels)."""
+    """Scores of a model on one split of its data spec, through the shipped pipeline.
+
+    ``checkpoint``: a training checkpoint (run by :class:`training.runner.TorchModel`) or an exported ``.onnx``
+    file (its metadata's training config gives the data spec). Each stack goes through
+    :class:`dmdet_infer.Detector` as ``dmdet-infer`` runs it: normalisation, tiling, peaks, refinement, pair split
+    and, for an exported model with a noise calibration, the automatic threshold (``threshold`` None: the model's
+    default; a number: that fixed cut). Reports the scores pooled over the stacks (``pooled``, as the
+    benchmarks do), their per-stack means (``all``) and each stack's, overall and per SNR (binned at PTC levels)."""
     import dataclasses
 
-    from training.matching import score, summarise
+    from training.data import raw_split
+    from training.matching import pooled, score, summarise
+    from training.runner import detector_for
 
-    model, cfg, ck = model_from_checkpoint(checkpoint)
-    set_norm_mode(model, norm)
+    detector, cfg = detector_for(checkpoint, threshold, norm)
     spec = dataclasses.replace(cfg.data, **(data_overrides or {}))
-    items = load_split(spec, split, cfg.target, cfg.sigma_zyx)
-    if not items:
+    stacks = raw_split(spec, split)
+    if not stacks:
         where = spec.folder if spec.source == "annotations" else f"{spec.n_stacks} simulated stacks"
         raise ValueError(f"the {split} split of {where} (split {tuple(spec.split)}) is empty: nothing to score")
-    thr = float(threshold if threshold is not None else ck.get("threshold", 0.5))
     scores = []
-    for it in items:
-        coords, _ = detections(predict(model, it.volume), cfg, thr)
-        scores.append(score(coords, it.positions, cfg.gate))
-    result: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split, "norm": norm, "threshold": thr,
-                              "all": summarise(scores) if scores else {}}
+    for volume, positions, meta in stacks:
+        spots = detector.detect(volume)
+        found = score(spots.zyx, positions, cfg.gate)
+        found.update(index=meta.get("index"), n_pred=len(spots), n_true=int(len(positions)),
+                     threshold=spots.meta.get("threshold"), mass_cut=spots.meta.get("mass_cut"))
+        scores.append(found)
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split, "norm": norm,
+                              "threshold": "auto" if detector.auto else detector.threshold,
+                              "pooled": pooled(scores), "all": summarise(scores), "per_stack": scores}
     edges = [0.0, 1.5, 3.0, 5.5, math.inf]  # bins around the PTC levels 1, 2, 4, 7
-    snrs = [it.meta.get("snr") for it in items]
+    snrs = [meta.get("snr") for _, _, meta in stacks]
     if all(s is not None for s in snrs):
         for lo, hi, level in zip(edges[:-1], edges[1:], (1, 2, 4, 7)):
             sel = [s for s, v in zip(scores, snrs) if lo <= v < hi]
             if sel:
-                result[f"snr~{level}"] = summarise(sel)
+                result[f"snr~{level}"] = {"pooled": pooled(sel), **summarise(sel)}
     return result
