@@ -1,4 +1,8 @@
-"""``python -m training train --config CONFIG --out RUN_DIR`` and ``python -m training evaluate CHECKPOINT``."""
+"""``python -m training train --config CONFIG --out RUN_DIR`` and ``python -m training evaluate CHECKPOINT``.
+
+Both take the same split options for annotated stacks (``--train``/``--val``/``--test``, ``--counts``,
+``--split-file``), so that a model is scored before and after fine-tuning on the same stacks.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,68 @@ import click
 @click.group()
 def main() -> None:
     """dmdet training tools."""
+
+
+def split_options(command):
+    """The options that define how annotated stacks are split, shared by ``train`` and ``evaluate``."""
+    names = "comma-separated stack file names in the --data folder"
+    for option in reversed((
+        click.option("--train", "train_stacks", multiple=True, metavar="A.tif,B.tif",
+                     help=f"training stacks ({names}); needs --val"),
+        click.option("--val", "val_stacks", multiple=True, metavar="C.tif", help=f"validation stacks ({names})"),
+        click.option("--test", "test_stacks", multiple=True, metavar="D.tif",
+                     help=f"held-out stacks ({names}; default: every stack named in neither --train nor --val)"),
+        click.option("--counts", default=None, metavar="N_TRAIN,N_VAL",
+                     help="split by counts in name order: the first N_TRAIN stacks train, the next N_VAL validate, "
+                          "the rest are held out"),
+        click.option("--split-file", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help='JSON {"train": [...], "val": [...], "test": [...]} of stack names (test optional), e.g. '
+                          "the split.json a training run writes"),
+    )):
+        command = option(command)
+    return command
+
+
+def _names(values: tuple[str, ...]) -> list[str]:
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def _split_overrides(train_stacks: tuple[str, ...], val_stacks: tuple[str, ...], test_stacks: tuple[str, ...],
+                     counts: str | None, split_file: str | None) -> dict:
+    """The data spec keys a split given on the command line sets ({} when none is given)."""
+    given = [name for name, v in (("--train/--val/--test", train_stacks or val_stacks or test_stacks),
+                                  ("--counts", counts), ("--split-file", split_file)) if v]
+    if len(given) > 1:
+        raise click.UsageError(f"give one split definition, not {' and '.join(given)}")
+    if counts is not None:
+        try:
+            pair = tuple(int(v) for v in counts.split(","))
+        except ValueError:
+            pair = ()
+        if len(pair) != 2 or min(pair) < 0:
+            raise click.BadParameter(f"expected N_TRAIN,N_VAL (two non-negative integers), got {counts!r}",
+                                     param_hint="--counts")
+        return {"split_counts": pair, "split_stacks": None}
+    if split_file is not None:
+        try:
+            values = json.loads(Path(split_file).read_text())
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"{split_file} is not JSON ({exc.msg})", param_hint="--split-file") from None
+        if not isinstance(values, dict):
+            raise click.BadParameter(f"{split_file} must hold a JSON object with train, val (and test) lists",
+                                     param_hint="--split-file")
+        stacks = {k: values[k] for k in ("train", "val", "test") if k in values}
+    elif train_stacks or val_stacks or test_stacks:
+        stacks = {k: _names(v) for k, v in (("train", train_stacks), ("val", val_stacks), ("test", test_stacks))
+                  if v}
+    else:
+        return {}
+    from training.config import check_split_stacks
+
+    try:
+        return {"split_stacks": check_split_stacks(stacks), "split_counts": None}
+    except ValueError as exc:
+        raise click.UsageError(str(exc).replace("config data.split_stacks", "the split")) from None
 
 
 @main.command()
@@ -29,14 +95,21 @@ def main() -> None:
               help="skip the final threshold tuning on the validation split (compare runs by their validation log)")
 @click.option("--set", "settings", multiple=True, metavar="KEY=JSON",
               help="override one config value, e.g. --set lr=2e-4 --set norm='\"frozen\"' --set data.n_stacks=40")
+@split_options
 def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_minutes: float | None,
           threads: int | None, init_from: str | None, data_folder: str | None, no_final_tuning: bool,
-          settings: tuple[str, ...]) -> None:
-    """Train a network from a JSON config; resumes from OUT/last.pt when it exists."""
+          settings: tuple[str, ...], train_stacks: tuple[str, ...], val_stacks: tuple[str, ...],
+          test_stacks: tuple[str, ...], counts: str | None, split_file: str | None) -> None:
+    """Train a network from a JSON config; resumes from OUT/last.pt when it exists.
+
+    With --data, the annotated stacks are split as the config says (training/configs/finetune.json: halves and
+    quarters in name order) unless --train/--val[/--test], --counts or --split-file define the split.
+    """
     from training.config import TrainConfig
     from training.train import train as run
 
     cfg = _with_settings(TrainConfig.load(config_path), settings)
+    split = _split_overrides(train_stacks, val_stacks, test_stacks, counts, split_file)
     if max_steps is not None:
         cfg.max_steps = max_steps
     if max_minutes is not None:
@@ -47,6 +120,13 @@ def train(config_path: str, out: str, restart: bool, max_steps: int | None, max_
         cfg.init_from = init_from
     if data_folder is not None:
         cfg.data.source, cfg.data.folder, cfg.data.online = "annotations", data_folder, False
+    if split:
+        values = cfg.to_dict()
+        values["data"].update(split)
+        try:
+            cfg = TrainConfig.from_dict(values)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     run(cfg, Path(out), restart=restart, final_tuning=not no_final_tuning)
 
 
@@ -104,23 +184,36 @@ def _with_settings(cfg, settings: tuple[str, ...]):
 @click.option("--n-stacks", type=int, default=None, help="override data.n_stacks")
 @click.option("--shape", default=None, help="override data.shape, e.g. 10,512,512")
 @click.option("--data", "data_folder", type=click.Path(exists=True, file_okay=False), default=None,
-              help="score on the stack.tif + stack.csv pairs in this folder instead of the checkpoint's data "
-                   "(split 50/25/25 by name order, as training/configs/finetune.json splits them)")
+              help="score on the stack.tif + stack.csv pairs in this folder instead of the checkpoint's data, "
+                   "split as the split options say, else as the checkpoint's training split them when it was "
+                   "trained on annotated stacks, else as training/configs/finetune.json splits them")
+@click.option("--data-of", "data_of", type=click.Path(exists=True), default=None, metavar="RUN",
+              help="score on the data of this training run (run directory, checkpoint, config or exported model): "
+                   "its stacks, split as it split them; e.g. the shipped model on a fine-tuning run's test stacks")
+@split_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write the scores as JSON")
 def evaluate(checkpoint: str, split: str, norm: str, threshold: str | None, n_stacks: int | None,
-             shape: str | None, data_folder: str | None, output: str | None) -> None:
+             shape: str | None, data_folder: str | None, data_of: str | None, train_stacks: tuple[str, ...],
+             val_stacks: tuple[str, ...], test_stacks: tuple[str, ...], counts: str | None, split_file: str | None,
+             output: str | None) -> None:
     """Score a checkpoint or an exported .onnx model on a split of its data, through dmdet-infer's pipeline."""
     from training.train import evaluate as run
+    from training.train import run_data
 
-    overrides: dict = {}
+    overrides: dict = _split_overrides(train_stacks, val_stacks, test_stacks, counts, split_file)
+    if data_of is not None:
+        if data_folder is not None or overrides:
+            raise click.UsageError("--data-of takes the run's stacks and split: give no --data or split option")
+        try:
+            overrides = run_data(data_of)
+        except (ValueError, OSError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--data-of") from None
     if n_stacks is not None:
         overrides["n_stacks"] = n_stacks
     if shape is not None:
         overrides["shape"] = tuple(int(v) for v in shape.split(","))
-    if data_folder is not None:  # split as `train --data` with the shipped configs does (finetune.json: 50/25/25)
-        from training.config import DataSpec
-
-        overrides.update(source="annotations", folder=data_folder, online=False, split=DataSpec().split)
+    if data_folder is not None:
+        overrides.update(source="annotations", folder=data_folder, online=False)
     from export.onnx_export import _json_safe
 
     try:

@@ -83,15 +83,28 @@ def load_pair(tif: str | Path, csv_path: str | Path | None = None) -> list[tuple
     raise InputError(where(tif, f"expected a 3D stack (ZYX) or TZYX, got shape {data.shape}"))
 
 
-def load_annotations(folder: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
-    """All ``*.tif``/``*.tiff`` in a folder with a sibling ``.csv`` of the same name -> list of (volume, positions)."""
+def stack_files(folder: str | Path) -> list[Path]:
+    """The ``*.tif``/``*.tiff`` stacks of an annotation folder, in name order."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(where(folder, "annotation folder not found"))
     tifs = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
     if not tifs:
         raise InputError(where(folder, "no .tif stacks in this folder"))
-    items: list[tuple[np.ndarray, np.ndarray]] = []
-    for t in tifs:
-        items.extend(load_pair(t))
+    return tifs
+
+
+def load_annotations(folder: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """All ``*.tif``/``*.tiff`` in a folder with a sibling ``.csv`` of the same name -> list of (volume, positions)."""
+    return [(volume, positions) for volume, positions, _ in load_annotated(folder)]
+
+
+def load_annotated(folder: str | Path) -> list[tuple[np.ndarray, np.ndarray, dict]]:
+    """As :func:`load_annotations`, each item with what it is: ``{"stack": file name}`` (and ``"frame"`` for the
+    frames of a TZYX stack)."""
+    items: list[tuple[np.ndarray, np.ndarray, dict]] = []
+    for t in stack_files(folder):
+        pairs = load_pair(t)
+        for k, (volume, positions) in enumerate(pairs):
+            items.append((volume, positions, {"stack": t.name, **({"frame": k} if len(pairs) > 1 else {})}))
     return items

@@ -27,8 +27,14 @@ class DataSpec:
     scale with the volume, so the density per voxel is the PTC one), item ``i`` simulated with
     ``default_rng(SeedSequence([seed, i]))``; ``snr``/``density``/``nuisance`` are passed to ``sample_params``
     (None = randomised). ``annotations``: every stack + CSV pair in ``folder`` (training.annotations).
-    Items are split by index: the first ``split[0]`` fraction trains, the next ``split[1]`` validates, the rest
-    is the test split. ``cache_dir``: keep simulated items as .npz there (keyed by the spec) to skip re-simulating.
+    Items are split by index (annotated stacks in file-name order): the first ``split[0]`` fraction trains, the
+    next ``split[1]`` validates, the rest is the test split. ``split_counts`` ``(n_train, n_val)`` splits by counts
+    instead: the first ``n_train`` items train, the next ``n_val`` validate, the rest is the test split.
+    ``split_stacks`` (annotations only) names the stacks of each split by file name (``"a.tif"`` or ``"a"``), e.g.
+    ``{"train": ["a.tif", "b.tif"], "val": ["c.tif"]}``; every frame of a TZYX stack goes with its stack, and
+    ``test`` (when not given) is every stack named in neither. At most one of ``split_counts`` and
+    ``split_stacks`` is set; either replaces ``split``. ``cache_dir``: keep simulated items as .npz there (keyed
+    by the spec) to skip re-simulating.
     ``online`` (simulated only): training batches come from fresh stacks, item ``n_stacks + k`` for the k-th
     crop, so training never sees a stack twice (no over-fitting to a pool); validation and test stay the pool's.
     ``generator``: ``ptc`` (training.simulate, the challenge's virus scenario), ``microscopy``
@@ -47,6 +53,8 @@ class DataSpec:
     nuisance: bool = False
     seed: int = 0
     split: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    split_counts: tuple[int, int] | None = None
+    split_stacks: dict[str, list[str]] | None = None
     folder: str | None = None
     cache_dir: str | None = None
     online: bool = False
@@ -55,9 +63,37 @@ class DataSpec:
     bright_share: float = 0.0
     normalisation: dict[str, Any] = field(default_factory=lambda: dict(LOCAL_NORMALISATION))
 
+    def __post_init__(self) -> None:
+        if self.split_counts is not None:
+            counts = tuple(self.split_counts)
+            if len(counts) != 2 or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                           for c in counts):
+                raise ValueError(f"config data.split_counts must be two non-negative integers (train, val), "
+                                 f"got {self.split_counts!r}")
+            self.split_counts = (int(counts[0]), int(counts[1]))
+        if self.split_stacks is not None:
+            self.split_stacks = check_split_stacks(self.split_stacks)
+            if self.split_counts is not None:
+                raise ValueError("config data.split_counts and data.split_stacks exclude each other")
+            if self.source != "annotations":
+                raise ValueError("config data.split_stacks names annotated stacks: it needs data.source "
+                                 "'annotations'")
+
+    def split_definition(self) -> str:
+        """How the items are split, in words."""
+        if self.split_stacks is not None:
+            parts = [f"{key} {', '.join(self.split_stacks[key])}" for key in ("train", "val", "test")
+                     if key in self.split_stacks]
+            if "test" not in self.split_stacks:
+                parts.append("test the rest")
+            return "; ".join(parts)
+        if self.split_counts is not None:
+            return f"name order: {self.split_counts[0]} train, {self.split_counts[1]} val, the rest test"
+        return f"fractions {tuple(self.split)} in name order"
+
     def describe(self) -> str:
         if self.source == "annotations":
-            return f"annotated stacks from {self.folder} (split {self.split})"
+            return f"annotated stacks from {self.folder} (split: {self.split_definition()})"
         snr = "random SNR (sample_params)" if self.snr is None else f"SNR {self.snr}"
         density = "random density" if self.density is None else f"density {self.density}"
         if self.online:
@@ -162,6 +198,35 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def check_split_stacks(value: Any) -> dict[str, list[str]]:
+    """``split_stacks`` checked: keys among train/val/test (train and val required), lists of distinct stack
+    names, no stack in two splits. Returns it with lists of strings."""
+    if not isinstance(value, dict):
+        raise ValueError(f"config data.split_stacks must map train/val/test to lists of stack names, got {value!r}")
+    unknown = sorted(set(value) - {"train", "val", "test"})
+    if unknown:
+        raise ValueError(f"config data.split_stacks: unknown split(s) {', '.join(map(str, unknown))}; "
+                         "expected train, val, test")
+    out: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    for key in ("train", "val", "test"):
+        if key not in value:
+            continue
+        names = value[key]
+        if isinstance(names, str) or not all(isinstance(n, str) and n.strip() for n in names):
+            raise ValueError(f"config data.split_stacks.{key} must be a list of stack file names, got {names!r}")
+        out[key] = [n.strip() for n in names]
+        for name in out[key]:
+            stem = Path(name).stem if Path(name).suffix.lower() in (".tif", ".tiff") else name
+            if stem in seen:
+                raise ValueError(f"config data.split_stacks: stack {name!r} is in {seen[stem]!r} and {key!r}")
+            seen[stem] = key
+    for key in ("train", "val"):
+        if not out.get(key):
+            raise ValueError(f"config data.split_stacks needs at least one {key} stack")
+    return out
 
 
 def _from_dict(cls: type, values: dict[str, Any], prefix: str) -> Any:

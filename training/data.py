@@ -51,6 +51,41 @@ def split_indices(n: int, split: tuple[float, float, float] = (0.5, 0.25, 0.25))
     return {"train": range(0, a), "val": range(a, min(b, n)), "test": range(min(b, n), n)}
 
 
+def count_indices(n: int, counts: tuple[int, int]) -> dict[str, range]:
+    """Item indices of each split by counts: the first ``counts[0]`` train, the next ``counts[1]`` validate, the
+    rest is the test split."""
+    a, b = int(counts[0]), int(counts[1])
+    if a + b > n:
+        raise ValueError(f"split counts ({a} train, {b} val) need at least {a + b} stacks, there are {n}")
+    return {"train": range(0, a), "val": range(a, a + b), "test": range(a + b, n)}
+
+
+def spec_indices(spec: DataSpec, n: int, stacks: Sequence[str] | None = None) -> dict[str, list[int]]:
+    """Item indices of each split of ``spec`` among ``n`` items: by ``split_stacks`` (``stacks``: each item's
+    stack file name), by ``split_counts``, else by the ``split`` fractions."""
+    if spec.split_stacks is not None:
+        if stacks is None or len(stacks) != n:
+            raise ValueError("data.split_stacks needs the stack name of every item")
+        return _named_indices(spec, list(stacks))
+    ranges = count_indices(n, spec.split_counts) if spec.split_counts is not None else split_indices(n, spec.split)
+    return {key: list(r) for key, r in ranges.items()}
+
+
+def _named_indices(spec: DataSpec, stacks: list[str]) -> dict[str, list[int]]:
+    def key(name: str) -> str:
+        return Path(name).stem if Path(name).suffix.lower() in (".tif", ".tiff") else name
+
+    available = {key(s) for s in stacks}
+    chosen = {split: {key(n) for n in names} for split, names in (spec.split_stacks or {}).items()}
+    missing = sorted(n for names in (spec.split_stacks or {}).values() for n in names if key(n) not in available)
+    if missing:
+        raise ValueError(f"data.split_stacks names stack(s) not in {spec.folder}: {', '.join(missing)} (it has "
+                         f"{', '.join(sorted(set(stacks)))})")
+    if "test" not in chosen:
+        chosen["test"] = available - chosen["train"] - chosen["val"]
+    return {split: [i for i, s in enumerate(stacks) if key(s) in chosen[split]] for split in SPLITS}
+
+
 def make_target(kind: str, shape: tuple[int, int, int], positions: np.ndarray, sigma_zyx: tuple) -> np.ndarray:
     """Density (Gaussians, max-combined, peak 1) or binary target for ``positions``."""
     from training.targets import binary_target, density_target
@@ -122,7 +157,7 @@ def load_split(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if spec.source == "simulated":
-        idx = split_indices(spec.n_stacks, spec.split)[split]
+        idx = spec_indices(spec, spec.n_stacks)[split]
         n_workers = min(int(workers or 1), len(idx))
         if n_workers > 1:
             return _load_parallel(spec, idx, target, sigma_zyx, n_workers, progress, split)
@@ -136,12 +171,12 @@ def raw_split(spec: DataSpec, split: str, progress: bool = False) -> list[tuple[
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if spec.source == "annotations":
-        from training.annotations import load_annotations
+        from training.annotations import load_annotated
 
-        pairs = load_annotations(spec.folder)  # type: ignore[arg-type]
-        idx = split_indices(len(pairs), spec.split)[split]
-        return [(pairs[i][0], pairs[i][1], {"index": i, "source": str(spec.folder)}) for i in idx]
-    idx = split_indices(spec.n_stacks, spec.split)[split]
+        items = load_annotated(spec.folder)  # type: ignore[arg-type]
+        idx = spec_indices(spec, len(items), [meta["stack"] for _, _, meta in items])[split]
+        return [(items[i][0], items[i][1], {"index": i, "source": str(spec.folder), **items[i][2]}) for i in idx]
+    idx = spec_indices(spec, spec.n_stacks)[split]
     it = idx
     if progress:
         from tqdm import tqdm
@@ -170,7 +205,7 @@ def _simulated_item(spec: DataSpec, index: int, target: str, sigma_zyx: tuple[fl
     return make_item(*simulate_item(spec, index), target, sigma_zyx, spec.normalisation)
 
 
-def _load_parallel(spec: DataSpec, idx: range, target: str, sigma_zyx: tuple[float, float, float], workers: int,
+def _load_parallel(spec: DataSpec, idx: Sequence[int], target: str, sigma_zyx: tuple[float, float, float], workers: int,
                    progress: bool, split: str) -> list[Item]:
     """Simulated items of ``idx`` made by ``workers`` processes; the same items, in order, as one process makes."""
     make = partial(_simulated_item, spec, target=target, sigma_zyx=tuple(sigma_zyx))

@@ -195,8 +195,12 @@ RESUME_MAY_CHANGE = ("max_steps", "max_minutes", "threads", "patience", "val_eve
 
 
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Config keys that must match to resume (budgets and thread counts may change)."""
-    return {k: v for k, v in cfg.items() if k not in RESUME_MAY_CHANGE}
+    """Config keys that must match to resume (budgets and thread counts may change; data keys added since a
+    checkpoint was written count at their defaults)."""
+    out = {k: v for k, v in cfg.items() if k not in RESUME_MAY_CHANGE}
+    if isinstance(out.get("data"), dict):
+        out["data"] = {"split_counts": None, "split_stacks": None, **out["data"]}
+    return out
 
 
 def _cpu_tree(obj: Any) -> Any:
@@ -256,6 +260,9 @@ def train(
 
     val_items = load_split(cfg.data, "val", cfg.target, cfg.sigma_zyx, progress, workers)
     if not val_items:
+        if cfg.data.source == "annotations":
+            raise ValueError(f"the validation split of {cfg.data.folder} is empty ({cfg.data.split_definition()}): "
+                             "name validation stacks (--val) or give counts (--counts N_TRAIN,N_VAL)")
         raise ValueError("the validation split is empty: increase data.n_stacks or data.split[1]")
     sampler: CropSampler
     if cfg.data.online:
@@ -263,7 +270,14 @@ def train(
                                 cfg.transpose, position)
     else:
         train_items = load_split(cfg.data, "train", cfg.target, cfg.sigma_zyx, progress, workers)
+        if not train_items:
+            raise ValueError(f"the training split is empty ({cfg.data.split_definition()})")
         sampler = CropSampler(train_items, cfg.crop, cfg.batch, rng, cfg.flips, cfg.transpose)
+        if cfg.data.source == "annotations":
+            stacks = {"train": stack_labels(train_items), "val": stack_labels(val_items)}
+            _write_json({"folder": cfg.data.folder, **stacks}, out / "split.json")
+            if progress:
+                print(f"train: {', '.join(stacks['train'])}; validation: {', '.join(stacks['val'])}")
     loss_fn = make_loss(cfg.loss, cfg.T, cfg.lam, cfg.binary_mode)
 
     def checkpoint(path: Path) -> None:
@@ -284,10 +298,34 @@ def train(
     t0 = time.perf_counter() - elapsed
     running: list[float] = []
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
+
+    def validate_and_save() -> None:
+        """Validate at ``step``, keep ``best.pt`` when it improved, ``last.pt``, the log and the curves."""
+        nonlocal elapsed, running, best, best_step, bad
+        val = validate(model, val_items, cfg, loss_fn)
+        elapsed = time.perf_counter() - t0
+        improved, value = _is_better(cfg, val, best)
+        history.append({
+            "step": step, "train_loss": float(np.mean(running)) if running else float("nan"),
+            "val_loss": val["val_loss"], "val_f1": val["val_f1"], "val_rmse": val["val_rmse"],
+            "val_threshold": val["val_threshold"], "elapsed_min": elapsed / 60.0,
+        })
+        running = []
+        if improved:
+            best, best_step, bad = value, step, 0
+            checkpoint(out / "best.pt")
+        else:
+            bad += 1
+        checkpoint(out / "last.pt")
+        _write_json({"config": cfg.to_dict(), "history": history}, out / "log.json")
+        plot_curves(history, out / "loss_curve.png")
+
     try:
         while step < cfg.max_steps:
             if time.perf_counter() - t0 >= budget_s:
                 stop = "max_minutes"
+                if step > (history[-1]["step"] if history else 0):  # the steps since the last validation count
+                    validate_and_save()
                 break
             x, y = sampler.sample()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -300,23 +338,7 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(running[-50:]):.4g}", best=best)
             if step % cfg.val_every == 0 or step == cfg.max_steps:
-                val = validate(model, val_items, cfg, loss_fn)
-                elapsed = time.perf_counter() - t0
-                improved, value = _is_better(cfg, val, best)
-                history.append({
-                    "step": step, "train_loss": float(np.mean(running)), "val_loss": val["val_loss"],
-                    "val_f1": val["val_f1"], "val_rmse": val["val_rmse"], "val_threshold": val["val_threshold"],
-                    "elapsed_min": elapsed / 60.0,
-                })
-                running = []
-                if improved:
-                    best, best_step, bad = value, step, 0
-                    checkpoint(out / "best.pt")
-                else:
-                    bad += 1
-                checkpoint(out / "last.pt")
-                _write_json({"config": cfg.to_dict(), "history": history}, out / "log.json")
-                plot_curves(history, out / "loss_curve.png")
+                validate_and_save()
                 if bad >= cfg.patience:
                     stop = "early_stopping"
                     break
@@ -373,6 +395,16 @@ def finalise(
     return summary
 
 
+def stack_labels(items: list[Item]) -> list[str]:
+    """The annotated stacks of ``items`` in order, each once (a TZYX stack's frames under its file name)."""
+    labels: list[str] = []
+    for it in items:
+        name = str(it.meta.get("stack", it.meta.get("index")))
+        if name not in labels:
+            labels.append(name)
+    return labels
+
+
 def record_tuning(ck: dict[str, Any], model: DetNet3D, thr: float, scores: dict[str, Any], run_dir: Path) -> None:
     """Store in checkpoint ``ck`` the threshold tuned on validation (running statistics) with its scores, the
     network's stride, halo and size, and the run's total steps (from ``run_dir/last.pt`` when it exists)."""
@@ -383,6 +415,58 @@ def record_tuning(ck: dict[str, Any], model: DetNet3D, thr: float, scores: dict[
     ck["params"] = count_params(model)
     if (run_dir / "last.pt").exists():
         ck["total_steps"] = load_checkpoint(run_dir / "last.pt")["step"]
+
+
+SPLIT_KEYS = ("split", "split_counts", "split_stacks")
+FINE_TUNING_CONFIG = Path(__file__).resolve().parent / "configs" / "finetune.json"
+
+
+def fine_tuning_split() -> dict[str, Any]:
+    """The split keys of the shipped fine-tuning config (training/configs/finetune.json): how ``train --data``
+    with it splits a folder of annotated stacks when no split is given."""
+    data = TrainConfig.load(FINE_TUNING_CONFIG).data
+    return {key: getattr(data, key) for key in SPLIT_KEYS}
+
+
+def evaluation_spec(data: Any, overrides: dict[str, Any] | None = None) -> Any:
+    """The data spec a model is scored on: its training data spec ``data`` with ``overrides``.
+
+    A split given in ``overrides`` replaces the whole split definition (a ``split_counts`` drops the spec's
+    ``split_stacks`` and the other way round). Annotated stacks (``source`` 'annotations') given to a model
+    trained on other data, with no split, are split as the shipped fine-tuning config splits them; a model
+    trained on annotated stacks keeps the split definition its training used.
+    """
+    import dataclasses
+
+    overrides = dict(overrides or {})
+    if not any(k in overrides for k in SPLIT_KEYS):
+        if overrides.get("source") == "annotations" and data.source != "annotations":
+            overrides.update(fine_tuning_split())
+    else:
+        overrides = {"split_counts": None, "split_stacks": None, **overrides}
+    return dataclasses.replace(data, **overrides)
+
+
+def run_data(path: str | Path) -> dict[str, Any]:
+    """The data spec (as ``evaluation_spec`` overrides) of a training run: ``path`` a run directory (its
+    config.json), a config .json, a checkpoint or an exported .onnx model. Every key but the normalisation,
+    which belongs to the model being scored."""
+    import dataclasses
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+        if not path.is_file():
+            raise ValueError(f"{path.parent} is not a training run directory (no config.json)")
+    if path.suffix == ".json":
+        cfg = TrainConfig.load(path)
+    elif path.suffix == ".onnx":
+        from dmdet_infer.model import Model
+
+        cfg = TrainConfig.from_dict(with_legacy_normalisation(Model(path, device="cpu").info.config))
+    else:
+        cfg = TrainConfig.from_dict(with_legacy_normalisation(load_checkpoint(path)["config"]))
+    return {k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "normalisation"}
 
 
 def evaluate(
@@ -397,27 +481,26 @@ def evaluate(
     and, for an exported model with a noise calibration, the automatic threshold (``threshold`` None: the model's
     default; a number: that fixed cut). Reports the scores pooled over the stacks (``pooled``, as the
     benchmarks do), their per-stack means (``all``) and each stack's, overall and per SNR (binned at PTC levels)."""
-    import dataclasses
-
     from training.data import raw_split
     from training.matching import pooled, score, summarise
     from training.runner import detector_for
 
     detector, cfg = detector_for(checkpoint, threshold, norm)
-    spec = dataclasses.replace(cfg.data, **(data_overrides or {}))
+    spec = evaluation_spec(cfg.data, data_overrides)
     stacks = raw_split(spec, split)
     if not stacks:
         where = spec.folder if spec.source == "annotations" else f"{spec.n_stacks} simulated stacks"
-        raise ValueError(f"the {split} split of {where} (split {tuple(spec.split)}) is empty: nothing to score")
+        raise ValueError(f"the {split} split of {where} ({spec.split_definition()}) is empty: nothing to score")
     scores = []
     for volume, positions, meta in stacks:
         spots = detector.detect(volume)
         found = score(spots.zyx, positions, cfg.gate)
         found.update(index=meta.get("index"), n_pred=len(spots), n_true=int(len(positions)),
                      threshold=spots.meta.get("threshold"), mass_cut=spots.meta.get("mass_cut"))
+        found.update({k: meta[k] for k in ("stack", "frame") if k in meta})
         scores.append(found)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split, "norm": norm,
-                              "threshold": "auto" if detector.auto else detector.threshold,
+                              "data": spec.describe(), "threshold": "auto" if detector.auto else detector.threshold,
                               "pooled": pooled(scores), "all": summarise(scores), "per_stack": scores}
     edges = [0.0, 1.5, 3.0, 5.5, math.inf]  # bins around the PTC levels 1, 2, 4, 7
     snrs = [meta.get("snr") for _, _, meta in stacks]
