@@ -147,8 +147,16 @@ def export_checkpoint(
     threshold: float | None = None, dynamo: bool = False, tolerance: float = PARITY_TOLERANCE,
     calibration_shape: tuple[int, int, int] | None = autothreshold.CALIBRATION_SHAPE,
     fp16: bool = False, calibration_from: str | Path | None = None, calibration_volumes: int | None = None,
+    calibrate: bool | None = None,
 ) -> dict[str, Any]:
     """Write ``output`` (atomically) and return a report: size, metadata, parity with PyTorch.
+
+    ``calibrate``: whether the model gets a noise calibration (``dmdet.noise_peaks``), which makes
+    ``--threshold auto`` its default in ``dmdet-infer``. None (default): yes, unless the checkpoint was trained
+    (fine-tuned) on annotated stacks (``data.source`` 'annotations'): its threshold was tuned on the user's own
+    validation stacks, which says more about the user's data than a calibration on simulated noise, so that
+    threshold stays its default (:func:`calibrates`); a ``calibration_from`` given asks for one. True: calibrate
+    (or copy ``calibration_from``) anyway; False: never.
 
     ``fp16``: the network in half precision with float32 input and output (Cast nodes at both ends,
     ``dmdet.precision`` "fp16"); parity is then checked against the fp32 PyTorch model within
@@ -166,6 +174,8 @@ def export_checkpoint(
     import onnx
 
     model, cfg, ckpt = model_from_checkpoint(checkpoint)
+    if not calibrates(cfg, True if calibrate is None and calibration_from is not None else calibrate):
+        calibration_shape, calibration_from = None, None
     precision = "fp16" if fp16 else "fp32"
     if fp16 and tolerance == PARITY_TOLERANCE:
         tolerance = FP16_PARITY_TOLERANCE
@@ -221,7 +231,17 @@ def export_checkpoint(
         "stride_zyx": list(info.stride_zyx), "halo_zyx": list(info.halo_zyx), "kind": info.kind,
         "name": info.name, "noise_calibration": info.noise_peaks is not None, "precision": precision,
         "parity_tolerance": tolerance,
+        "default_threshold": "auto" if info.noise_peaks is not None else info.threshold,
     }
+
+
+def calibrates(cfg: TrainConfig, calibrate: bool | None = None) -> bool:
+    """Whether the export of a checkpoint with config ``cfg`` gets a noise calibration (and so 'auto' as its
+    default threshold): ``calibrate`` when given, else unless it was trained on annotated stacks, whose tuned
+    threshold (on the user's validation stacks) is then the exported model's default."""
+    if calibrate is not None:
+        return bool(calibrate)
+    return cfg.data.source != "annotations"
 
 
 def _calibration_of(path: str | Path) -> dict[str, Any] | None:

@@ -130,3 +130,44 @@ def test_export_fp16_casts_at_both_ends_and_loads_in_dmdet_infer(checkpoint, tmp
     assert np.abs(got - ref).max() <= 1e-2
     assert loaded.info.precision == "fp16"
     assert len(Detector(loaded, threshold=0.5).detect(np.random.default_rng(0).poisson(5, (6, 32, 32)))) >= 0
+
+
+def test_a_model_fine_tuned_on_annotated_stacks_defaults_to_its_tuned_threshold(tmp_path):
+    """Its threshold was tuned on the user's validation stacks: the export carries no noise calibration unless
+    asked (--calibration), so dmdet-infer's default is that threshold, not 'auto'."""
+    from click.testing import CliRunner
+
+    from dmdet_infer import Detector
+    from export.__main__ import main
+    from training.runner import detector_for
+
+    cfg = TrainConfig(name="mine", width=2, data=DataSpec(source="annotations", folder="my_stacks",
+                                                          split_counts=(3, 1), normalisation={"method": "median_mad"}))
+    path = tmp_path / "best.pt"
+    torch.save({"model": build_model(cfg).state_dict(), "config": cfg.to_dict(), "step": 40, "threshold": 0.23,
+                "val_scores": {"f1_mean": 0.8, "n": 1}}, path)
+    runner = CliRunner()
+    result = runner.invoke(main, [str(path), "-o", str(tmp_path / "tuned.onnx")])
+    assert result.exit_code == 0, result.output
+    assert "default threshold: 0.23 (tuned on the validation stacks" in result.output
+    detector = Detector(tmp_path / "tuned.onnx", device="cpu")
+    assert detector.info.noise_peaks is None and not detector.auto and detector.threshold == pytest.approx(0.23)
+    assert detector.detect(np.zeros((6, 32, 32), np.float32)).meta["threshold"] == pytest.approx(0.23)
+    assert "annotated stacks from my_stacks" in detector.info.training_data
+    exported, _ = detector_for(tmp_path / "tuned.onnx")  # what `python -m training evaluate` scores it with
+    assert not exported.auto and exported.threshold == pytest.approx(0.23)
+
+    result = runner.invoke(main, [str(path), "-o", str(tmp_path / "auto.onnx"), "--calibration",
+                                  "--calibration-shape", "6,32,32", "--calibration-volumes", "1"])
+    assert result.exit_code == 0, result.output
+    assert "default threshold: auto" in result.output
+    calibrated = Detector(tmp_path / "auto.onnx", device="cpu")
+    assert calibrated.info.noise_peaks["volumes"] == 1 and calibrated.auto
+
+    # a model trained on simulated data is calibrated as before, unless told not to
+    report = export_checkpoint(path, tmp_path / "none.onnx", calibrate=False, calibration_volumes=1)
+    assert not report["noise_calibration"] and report["default_threshold"] == pytest.approx(0.23)
+    from export.onnx_export import calibrates
+
+    assert calibrates(TrainConfig()) and not calibrates(cfg) and calibrates(cfg, True)
+    assert not calibrates(TrainConfig(), False)
