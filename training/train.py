@@ -479,8 +479,11 @@ def evaluate(
     file (its metadata's training config gives the data spec). Each stack goes through
     :class:`dmdet_infer.Detector` as ``dmdet-infer`` runs it: normalisation, tiling, peaks, refinement, pair split
     and, for an exported model with a noise calibration, the automatic threshold (``threshold`` None: the model's
-    default; a number: that fixed cut). Reports the scores pooled over the stacks (``pooled``, as the
-    benchmarks do), their per-stack means (``all``) and each stack's, overall and per SNR (binned at PTC levels)."""
+    default; a number: that fixed cut). The stacks are the ``split`` of the model's training data spec with
+    ``data_overrides`` (:func:`evaluation_spec`: a model fine-tuned on annotated stacks keeps its training's split
+    definition; :func:`run_data` gives another run's). Reports the scores pooled over the stacks (``pooled``, as
+    the benchmarks do), their per-stack means (``all``) and each stack's (``per_stack``, named by ``stack`` for
+    annotated stacks), overall and per SNR (binned at PTC levels)."""
     from training.data import raw_split
     from training.matching import pooled, score, summarise
     from training.runner import detector_for
