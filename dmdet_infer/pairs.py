@@ -19,7 +19,6 @@ thresholds were chosen on validation stacks of the Table 1 benchmark (BENCHMARKS
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 RADIUS = (2, 4, 4)  # window half-size (z, y, x) in voxels
 MASS_FLOOR = 0.1  # density below this carries no weight in the covariance
@@ -34,126 +33,98 @@ L1, DENSITY_MASS, PHOTONS = 3, 7, 8  # their columns
 MAD_TO_SD = 1.4826
 
 
-@njit(cache=True)
-def _owned(seeds, order, lo, hi, i, z, y, x):  # pragma: no cover - compiled
-    """Whether voxel (z, y, x) is at least as near to seed i as to every seed order[lo:hi]."""
-    d0 = (z - seeds[i, 0]) ** 2 + (y - seeds[i, 1]) ** 2 + (x - seeds[i, 2]) ** 2
-    for k in range(lo, hi):
-        j = order[k]
-        if j != i and (z - seeds[j, 0]) ** 2 + (y - seeds[j, 1]) ** 2 + (x - seeds[j, 2]) ** 2 < d0:
-            return False
-    return True
+def _neighbours(own: np.ndarray, seeds: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """(N, K, 3): for each spot, the seeds (NaN-padded) that may own a voxel of its window: within
+    ``2 * radius[1] + 1`` in y, and near enough to be closer than the spot to some window voxel."""
+    n = own.shape[0]
+    band = 2 * int(radius[1]) + 1
+    reach = 2.0 * (float(np.sqrt((radius.astype(np.float64) ** 2).sum())) + 1.0)  # refined: within 0.5 voxel
+    order = np.argsort(seeds[:, 1], kind="stable")
+    lo = np.searchsorted(seeds[order, 1], own[:, 1] - band, "left")
+    count = np.searchsorted(seeds[order, 1], own[:, 1] + band, "right") - lo
+    spot = np.repeat(np.arange(n), count)
+    seed = order[np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count) + np.repeat(lo, count)]
+    dist2 = ((seeds[seed] - own[spot]) ** 2).sum(axis=1)
+    near = (dist2 < reach * reach) & (dist2 > 0.0)  # a seed on the spot itself is never strictly closer
+    spot, seed = spot[near], seed[near]
+    k = np.bincount(spot, minlength=n)
+    out = np.full((n, max(int(k.max(initial=0)), 1), 3), np.nan)
+    out[spot, np.arange(spot.size) - np.repeat(np.cumsum(k) - k, k)] = seeds[seed]
+    return out
 
 
-@njit(cache=True)
-def _first_above(a, v, strict):  # pragma: no cover - compiled
-    """np.searchsorted(a, v, side="right" if strict else "left") by bisection (numba's costs a second to compile)."""
-    lo, hi = 0, a.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if a[mid] > v or (not strict and a[mid] == v):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+def _ordered_sum(a: np.ndarray) -> np.ndarray:
+    """Sums over axis 0 added one row at a time, in order (numpy's ``sum`` may add pairwise)."""
+    return np.cumsum(a, axis=0)[-1]
 
 
-@njit(cache=True)
-def _median(buf, n):  # pragma: no cover - compiled
-    """np.median(buf[:n]) (n >= 1) by quickselect in place: numba's own median costs seconds to compile."""
-    k = (n - 1) // 2
-    lo, hi = 0, n - 1
-    while lo < hi:
-        pivot = buf[(lo + hi) // 2]
-        i, j = lo, hi
-        while i <= j:
-            while buf[i] < pivot:
-                i += 1
-            while buf[j] > pivot:
-                j -= 1
-            if i <= j:
-                buf[i], buf[j] = buf[j], buf[i]
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    low = buf[k]
-    if n % 2:
-        return low
-    high = buf[k + 1]
-    for q in range(k + 2, n):  # everything after k is >= buf[k]: the next order statistic is their minimum
-        if buf[q] < high:
-            high = buf[q]
-    return (low + high) / 2.0
+def _moments(d: np.ndarray, im: np.ndarray, vox: np.ndarray, own: np.ndarray, seeds: np.ndarray,
+             sigma: np.ndarray, radius: np.ndarray, floor: float, aperture: float, min_bg: int,
+             chunk: int = 1 << 18) -> np.ndarray:
+    """(N, 11) per spot: density-weighted mean (z, y, x) and covariance (zz, yy, xx, zy, zx, yx) in sigma units,
+    density mass over its own window voxels, and aperture photometry (the own voxels within ``aperture`` sigmas
+    of the spot, less the median of its other own voxels; 0 background under ``min_bg`` of them).
 
-
-@njit(cache=True)
-def _moments(d, im, vox, seeds, order, seed_y, sigma, radius, floor, aperture, min_bg, out):  # pragma: no cover
-    """Per spot i (seed i): density-weighted sums over its own window voxels, and its aperture photometry (the
-    voxels within ``aperture`` sigmas of the spot, less the median of the other own voxels)."""
-    nz, ny, nx = d.shape
-    reach = 2 * radius[1] + 1  # a seed farther than this in y owns no voxel of the window
-    buf = np.empty((2 * radius[0] + 1) * (2 * radius[1] + 1) * (2 * radius[2] + 1), np.float64)
-    for i in range(vox.shape[0]):
-        lo = _first_above(seed_y, seeds[i, 1] - reach, False)
-        hi = _first_above(seed_y, seeds[i, 1] + reach, True)
-        z0, z1 = max(vox[i, 0] - radius[0], 0), min(vox[i, 0] + radius[0] + 1, nz)
-        y0, y1 = max(vox[i, 1] - radius[1], 0), min(vox[i, 1] + radius[1] + 1, ny)
-        x0, x1 = max(vox[i, 2] - radius[2], 0), min(vox[i, 2] + radius[2] + 1, nx)
-        sw = 0.0
-        m = np.zeros(3)
-        c = np.zeros(6)
-        nb = 0
-        n_ap = 0
-        sum_ap = 0.0
-        for z in range(z0, z1):
-            for y in range(y0, y1):
-                for x in range(x0, x1):
-                    if not _owned(seeds, order, lo, hi, i, z, y, x):
-                        continue
-                    v = d[z, y, x]
-                    r2 = ((z - seeds[i, 0]) / sigma[0]) ** 2 + ((y - seeds[i, 1]) / sigma[1]) ** 2 \
-                        + ((x - seeds[i, 2]) / sigma[2]) ** 2
-                    if r2 > aperture * aperture:
-                        buf[nb] = im[z, y, x]
-                        nb += 1
-                    else:
-                        sum_ap += im[z, y, x]
-                        n_ap += 1
-                    w = v - floor
-                    if w <= 0.0:
-                        continue
-                    a, b, e = z / sigma[0], y / sigma[1], x / sigma[2]
-                    sw += w
-                    m[0] += w * a
-                    m[1] += w * b
-                    m[2] += w * e
-                    c[0] += w * a * a
-                    c[1] += w * b * b
-                    c[2] += w * e * e
-                    c[3] += w * a * b
-                    c[4] += w * a * e
-                    c[5] += w * b * e
-        bg = _median(buf, nb) if nb >= min_bg else 0.0
-        phot = sum_ap - n_ap * bg
-        out[i, 9] = sw
-        out[i, 10] = phot
-        if sw <= 0.0:
-            out[i, 0], out[i, 1], out[i, 2] = seeds[i, 0], seeds[i, 1], seeds[i, 2]
-            continue
-        for a in range(3):
-            m[a] /= sw
-        out[i, 0], out[i, 1], out[i, 2] = m[0] * sigma[0], m[1] * sigma[1], m[2] * sigma[2]
-        out[i, 3] = c[0] / sw - m[0] * m[0]
-        out[i, 4] = c[1] / sw - m[1] * m[1]
-        out[i, 5] = c[2] / sw - m[2] * m[2]
-        out[i, 6] = c[3] / sw - m[0] * m[1]
-        out[i, 7] = c[4] / sw - m[0] * m[2]
-        out[i, 8] = c[5] / sw - m[1] * m[2]
+    Arrays are (window voxel, spot): sums run over the window in raster order, one voxel at a time."""
+    n = vox.shape[0]
+    out = np.zeros((n, 11))
+    rz, ry, rx = (int(r) for r in radius)
+    offsets = np.stack([o.ravel() for o in np.mgrid[-rz:rz + 1, -ry:ry + 1, -rx:rx + 1]], axis=1)  # (W, 3)
+    window = offsets.shape[0]
+    near = _neighbours(own, seeds, radius)
+    shape = np.array(d.shape, np.int64)
+    step = max(1, chunk // window)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        o = own[s:e]
+        q = vox[s:e][None, :, :] + offsets[:, None, :]  # (W, m, 3)
+        valid = ((q >= 0) & (q < shape)).all(axis=2)
+        qc = np.clip(q, 0, shape - 1)
+        flat = (qc[..., 0] * shape[1] + qc[..., 1]) * shape[2] + qc[..., 2]
+        f = q.astype(np.float64)
+        d0 = (f[..., 0] - o[:, 0]) ** 2 + (f[..., 1] - o[:, 1]) ** 2 + (f[..., 2] - o[:, 2]) ** 2
+        owned = valid
+        g = near[s:e]
+        has = np.isfinite(g[:, :, 0]).sum(axis=1)  # each spot's neighbours come first
+        for k in range(g.shape[1]):
+            cols = np.flatnonzero(has > k)
+            if cols.size == 0:
+                break
+            fk, gk = f[:, cols], g[cols, k]
+            dk = (fk[..., 0] - gk[:, 0]) ** 2 + (fk[..., 1] - gk[:, 1]) ** 2 + (fk[..., 2] - gk[:, 2]) ** 2
+            owned[:, cols] &= ~(dk < d0[:, cols])
+        v = np.take(d, flat).astype(np.float64)
+        p = np.take(im, flat).astype(np.float64)
+        r2 = (((f[..., 0] - o[:, 0]) / sigma[0]) ** 2 + ((f[..., 1] - o[:, 1]) / sigma[1]) ** 2
+              + ((f[..., 2] - o[:, 2]) / sigma[2]) ** 2)
+        outside = r2 > aperture * aperture
+        background = owned & outside
+        inner = owned & ~outside
+        n_bg = background.sum(axis=0)
+        ranked = np.sort(np.where(background, p, np.inf).T, axis=1)  # the background values first, ascending
+        cols = np.arange(e - s)
+        k = np.maximum((n_bg - 1) // 2, 0)
+        low, high = ranked[cols, k], ranked[cols, np.minimum(k + 1, window - 1)]
+        median = np.where(n_bg % 2 == 1, low, (low + high) / 2.0)
+        background_level = np.where(n_bg >= min_bg, median, 0.0)
+        out[s:e, 10] = _ordered_sum(np.where(inner, p, 0.0)) - inner.sum(axis=0) * background_level
+        w = v - floor
+        w = np.where(owned & (w > 0.0), w, 0.0)
+        a, b, c = f[..., 0] / sigma[0], f[..., 1] / sigma[1], f[..., 2] / sigma[2]
+        sw = _ordered_sum(w)
+        wa, wb, wc = w * a, w * b, w * c
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = (_ordered_sum(wa) / sw, _ordered_sum(wb) / sw, _ordered_sum(wc) / sw)
+            cov = (_ordered_sum(wa * a) / sw - m[0] * m[0], _ordered_sum(wb * b) / sw - m[1] * m[1],
+                   _ordered_sum(wc * c) / sw - m[2] * m[2], _ordered_sum(wa * b) / sw - m[0] * m[1],
+                   _ordered_sum(wa * c) / sw - m[0] * m[2], _ordered_sum(wb * c) / sw - m[1] * m[2])
+        weighted = sw > 0.0
+        out[s:e, 9] = sw
+        for t in range(3):
+            out[s:e, t] = np.where(weighted, m[t] * sigma[t], o[:, t])
+        for t in range(6):
+            out[s:e, 3 + t] = np.where(weighted, cov[t], 0.0)
+    return out
 
 
 def shape_features(
@@ -178,11 +149,9 @@ def shape_features(
         return feats
     own_coords = np.asarray(coords, np.float64).reshape(-1, 3)
     all_seeds = np.ascontiguousarray(np.concatenate([own_coords, np.asarray(seeds, np.float64).reshape(-1, 3)]))
-    order = np.argsort(all_seeds[:, 1], kind="stable")
-    out = np.zeros((n, 11), np.float64)
-    _moments(np.ascontiguousarray(density, np.float32), np.ascontiguousarray(normalised, np.float32), vox,
-             all_seeds, order, np.ascontiguousarray(all_seeds[order, 1]), np.asarray(sigma_zyx, np.float64),
-             np.asarray(RADIUS, np.int64), MASS_FLOOR, APERTURE, MIN_BACKGROUND_VOXELS, out)
+    out = _moments(np.asarray(density, np.float32), np.asarray(normalised, np.float32), vox, own_coords,
+                   all_seeds, np.asarray(sigma_zyx, np.float64), np.asarray(RADIUS, np.int64), MASS_FLOOR, APERTURE,
+                   MIN_BACKGROUND_VOXELS)
     cov = np.empty((n, 3, 3))
     cov[:, 0, 0], cov[:, 1, 1], cov[:, 2, 2] = out[:, 3], out[:, 4], out[:, 5]
     cov[:, 0, 1] = cov[:, 1, 0] = out[:, 6]

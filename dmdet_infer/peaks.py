@@ -1,4 +1,4 @@
-"""3D local maxima of a density map, greedy min-distance suppression and sub-voxel refinement (numba).
+"""3D local maxima of a density map, greedy min-distance suppression and sub-voxel refinement.
 
 Rules (the scipy reference in ``benchmarks/_reference_peaks.py`` implements the same ones):
 
@@ -16,17 +16,19 @@ Rules (the scipy reference in ``benchmarks/_reference_peaks.py`` implements the 
   neighbour on that axis lies outside the volume or the estimate is not finite (or its denominator <= 0), and
   is clipped to [-0.5, 0.5].
 
-Kernels compile on first call (``cache=True``); ``warmup()`` compiles them all on a tiny array.
+Maxima and refinement are vectorised numpy, so a fresh install or container pays no compilation for them. The
+sequential parts, plateau flood fills and greedy suppression, are numba kernels compiled (``cache=True``) on the
+first map that needs them: a plateau candidate, or a ``min_distance`` above 1. numba is imported only then, and
+``warmup()`` compiles them all on a tiny array.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
-from numba import njit
 
 __all__ = ["Candidates", "Peaks", "REFINE_METHODS", "find_candidates", "find_peaks", "suppress", "warmup"]
 
@@ -35,7 +37,6 @@ __all__ = ["Candidates", "Peaks", "REFINE_METHODS", "find_candidates", "find_pea
 #: "lsq": least-squares log-quadratic fit over the 3x3x3 window (log-Gaussian 3-point on the log values summed
 #: over the perpendicular 3x3 planes): exact for axis-aligned Gaussians, about 2x less noise-sensitive for sigma >= 1.5.
 REFINE_METHODS = ("gaussian", "parabolic", "centroid", "none", "lsq")
-_REFINE_CODE = {name: i for i, name in enumerate(REFINE_METHODS)}
 
 
 class Peaks(NamedTuple):
@@ -79,75 +80,145 @@ class Candidates(NamedTuple):
     unresolved: bool  # a plateau of the core reaches an open face: the block needs a larger margin
 
 
-# ----------------------------------------------------------------------------------------------- kernels
+# ----------------------------------------------------------------------------------------------- maxima (numpy)
+
+#: The 26 neighbours, cheapest rejections first: the row, then the plane, then the slices above and below.
+_NEIGHBOURS = sorted(((dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dz or dy or dx),
+                     key=lambda o: (abs(o[0]), abs(o[1]), abs(o[2])))
+#: The 3x3x3 window in raster order (the order the window refinements accumulate in).
+_WINDOW = np.array([(dz, dy, dx) for dz in (-1, 0, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1)], np.int64)
 
 
-@njit(cache=True, inline="always")
-def _classify(d, z, y, x, v):  # pragma: no cover - compiled
-    """0: not a candidate, 1: strict maximum, 2: plateau candidate (has an equal neighbour)."""
+def _above(d: np.ndarray, thr: float) -> np.ndarray:
+    """``d > thr`` compared in float64, done in float32: against the largest float32 not above ``thr``."""
+    t = np.float32(thr)
+    if float(t) > thr:
+        t = np.nextafter(t, np.float32(-np.inf))
+    return d > t
+
+
+def _candidates(d: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """Raster indices (int64) and classes (int8) of the candidates, in raster order: the voxels above ``thr``
+    that no neighbour exceeds, 1 (strict maximum) when none equals them and one is lower, 2 (plateau candidate)
+    when one equals them.
+
+    Whole-array comparisons with the row neighbours first, then each of the 26 neighbours gathered for the
+    voxels still standing (a NaN border stands for the outside: it compares false both ways)."""
     nz, ny, nx = d.shape
-    equal = False
-    lower = False
-    for zz in range(max(z - 1, 0), min(z + 2, nz)):
-        for yy in range(max(y - 1, 0), min(y + 2, ny)):
-            for xx in range(max(x - 1, 0), min(x + 2, nx)):
-                if zz == z and yy == y and xx == x:
-                    continue
-                n = d[zz, yy, xx]
-                if n > v:
-                    return 0
-                if n == v:
-                    equal = True
-                elif n < v:
-                    lower = True
-    if equal:
-        return 2
-    if lower:
-        return 1
-    return 0
+    mask = _above(d, thr)
+    if nx > 1:
+        mask[:, :, 1:] &= ~(d[:, :, :-1] > d[:, :, 1:])
+        mask[:, :, :-1] &= ~(d[:, :, 1:] > d[:, :, :-1])
+    lin = np.flatnonzero(mask)
+    if lin.size == 0:
+        return lin.astype(np.int64), np.zeros(0, np.int8)
+    padded = np.pad(d, 1, constant_values=np.nan).ravel()
+    py, px = ny + 2, nx + 2
+    z, rest = np.divmod(lin, ny * nx)
+    y, x = np.divmod(rest, nx)
+    at = ((z + 1) * py + (y + 1)) * px + (x + 1)
+    v = padded[at]
+    equal = np.zeros(lin.size, bool)
+    lower = np.zeros(lin.size, bool)
+    for dz, dy, dx in _NEIGHBOURS:
+        n = padded[at + (dz * py + dy) * px + dx]
+        keep = ~(n > v)
+        if not keep.all():
+            at, v, lin, n, equal, lower = at[keep], v[keep], lin[keep], n[keep], equal[keep], lower[keep]
+        equal |= n == v
+        lower |= n < v
+    flag = np.where(equal, 2, np.where(lower, 1, 0)).astype(np.int8)
+    ok = flag > 0
+    return lin[ok].astype(np.int64, copy=False), flag[ok]
 
 
-@njit(cache=True, inline="always")
-def _row_max(row, x, v):  # pragma: no cover - compiled
-    """Cheap pre-test: not lower than the two neighbours in the same row."""
-    if x > 0 and row[x - 1] > v:
-        return False
-    return not (x + 1 < row.shape[0] and row[x + 1] > v)
+def _at_least_tiny(v: np.ndarray) -> np.ndarray:
+    """``v`` where above 1e-12, else 1e-12 (NaN too): what may be logged."""
+    return np.where(v > 1e-12, v, 1e-12)
 
 
-@njit(cache=True)
-def _candidates(d, thr, lin, flag):  # pragma: no cover - compiled
-    """Write raster indices and classes (1 strict, 2 plateau) of the candidates in raster order; return count.
-
-    Rows are scanned in blocks of 16 with a branch-free (vectorised) count, so blocks with nothing above the
-    threshold cost one SIMD pass. Serial on purpose: on the shared 2-core machine a prange-over-rows version was
-    no faster (workqueue layer) or 4x slower (omp layer) than this loop. ``lin``/``flag`` are preallocated by
-    the caller (growing them inside the loop made it 5x slower).
-    """
-    nz, ny, nx = d.shape
-    k = 0
-    for z in range(nz):
-        for y in range(ny):
-            row = d[z, y]
-            for x0 in range(0, nx, 16):
-                x1 = min(x0 + 16, nx)
-                above = 0
-                for x in range(x0, x1):
-                    above += row[x] > thr
-                if above == 0:
-                    continue
-                for x in range(x0, x1):
-                    v = row[x]
-                    if v > thr and _row_max(row, x, v):
-                        c = _classify(d, z, y, x, v)
-                        if c != 0:
-                            lin[k] = (z * ny + y) * nx + x
-                            flag[k] = c
-                            k += 1
-    return k
+def _three_point(vm: np.ndarray, v0: np.ndarray, vp: np.ndarray, use_log: bool) -> np.ndarray:
+    """Offsets of the vertex of the parabola through (-1, vm), (0, v0), (1, vp) (of the logs with ``use_log``),
+    clipped to [-0.5, 0.5]; 0 where the denominator is not positive or anything is not finite."""
+    if use_log:
+        vm, v0, vp = (np.log(_at_least_tiny(t)) for t in (vm, v0, vp))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        den = 2.0 * v0 - vm - vp
+        off = 0.5 * (vp - vm) / den
+    good = (den > 0.0) & np.isfinite(den) & np.isfinite(off)
+    return np.where(good, np.clip(off, -0.5, 0.5), 0.0)
 
 
-@njit(cache=True)
+def _accumulate(d: np.ndarray, q: np.ndarray, o: np.ndarray, shape: np.ndarray, method: str, weight: np.ndarray,
+                sums: np.ndarray) -> None:
+    """Add the window neighbour at offset ``o`` (voxels ``q``) to the sums of :func:`_refine`."""
+    inside = ((q >= 0) & (q < shape)).all(axis=1)
+    q = np.clip(q, 0, shape - 1)
+    w = d[q[:, 0], q[:, 1], q[:, 2]].astype(np.float64)
+    if method == "centroid":
+        w = np.where(inside & (w > 0.0), w, 0.0)
+        weight += w
+        for a in range(3):
+            sums[0, a] += w * o[a]
+    else:
+        w = np.where(inside, np.log(_at_least_tiny(w)), 0.0)
+        for a in range(3):
+            sums[a, o[a] + 1] += w
+
+
+def _refine(d: np.ndarray, vox: np.ndarray, method: str) -> np.ndarray:
+    """Sub-voxel coordinates (float64 (N, 3)) of the maxima ``vox`` by ``method`` (:data:`REFINE_METHODS`)."""
+    vox = np.asarray(vox, np.int64).reshape(-1, 3)
+    out = vox.astype(np.float64)
+    if method == "none" or vox.shape[0] == 0:
+        return out
+    shape = np.array(d.shape, np.int64)
+    interior = (vox >= 1) & (vox + 1 < shape)  # per axis: both neighbours inside
+    if method in ("gaussian", "parabolic"):
+        v0 = d[vox[:, 0], vox[:, 1], vox[:, 2]].astype(np.float64)
+        for a in range(3):
+            inside = interior[:, a]
+            if not inside.any():
+                continue
+            step = np.zeros(3, np.int64)
+            step[a] = 1
+            lo, hi = vox[inside] - step, vox[inside] + step
+            vm = d[lo[:, 0], lo[:, 1], lo[:, 2]].astype(np.float64)
+            vp = d[hi[:, 0], hi[:, 1], hi[:, 2]].astype(np.float64)
+            out[inside, a] += _three_point(vm, v0[inside], vp, method == "gaussian")
+        return out
+    weight = np.zeros(vox.shape[0])
+    sums = np.zeros((3, 3, vox.shape[0]))  # centroid: weighted offsets in row 0; lsq: [axis, plane]
+    for o in _WINDOW:  # accumulated in raster order, one neighbour at a time
+        with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN maps: not finite, offset 0
+            _accumulate(d, vox + o, o, shape, method, weight, sums)
+    for a in range(3):
+        if method == "centroid":
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                off = sums[0, a] / weight
+            good = interior[:, a] & (weight > 0.0) & np.isfinite(weight) & np.isfinite(off)
+            out[:, a] += np.where(good, np.clip(off, -0.5, 0.5), 0.0)
+        else:
+            out[:, a] += np.where(interior[:, a], _three_point(sums[a, 0], sums[a, 1], sums[a, 2], False), 0.0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- kernels (numba)
+
+_JITTED: dict[str, Any] = {}
+
+
+def _kernel(name: str) -> Any:
+    """The numba-compiled kernel ``name`` of this module: numba is imported, and the kernel compiled or loaded
+    from numba's cache, on first need."""
+    kernel = _JITTED.get(name)
+    if kernel is None:
+        from numba import njit
+
+        kernel = _JITTED[name] = njit(cache=True)(globals()[name])
+    return kernel
+
+
 def _resolve_plateaus(d, lin, flag):  # pragma: no cover - compiled
     """Keep mask: strict maxima, and the first voxel of every plateau that is a regional maximum."""
     nz, ny, nx = d.shape
@@ -203,100 +274,13 @@ def _resolve_plateaus(d, lin, flag):  # pragma: no cover - compiled
 
 
 def _plateau_keep(d: np.ndarray, lin: np.ndarray, flag: np.ndarray) -> np.ndarray:
-    """:func:`_resolve_plateaus`, compiled only for a map that has a plateau candidate (most have none)."""
+    """Keep mask of the candidates: :func:`_resolve_plateaus`, compiled only for a map that has a plateau
+    candidate (most have none)."""
     if not (flag == 2).any():
         return flag == 1
-    return _resolve_plateaus(d, lin, flag)
+    return _kernel("_resolve_plateaus")(d, lin, flag)
 
 
-@njit(cache=True)
-def _suppress(vox, md, shape):  # pragma: no cover - compiled
-    """Greedy anisotropic min-distance suppression over a bucket grid; ``vox`` sorted best first."""
-    cell = np.empty(3, dtype=np.int64)
-    ncell = np.empty(3, dtype=np.int64)
-    for a in range(3):
-        cell[a] = max(1, int(math.ceil(min(md[a], max(shape[a], 1)))))  # clip first: md may be 1e300 or inf
-        ncell[a] = (shape[a] + cell[a] - 1) // cell[a]
-    return _suppress_cells(vox, md, cell, ncell)
-
-
-@njit(cache=True, inline="always")
-def _three_point(vm, v0, vp, use_log):  # pragma: no cover - compiled
-    if use_log:
-        vm = vm if vm > 1e-12 else 1e-12
-        v0 = v0 if v0 > 1e-12 else 1e-12
-        vp = vp if vp > 1e-12 else 1e-12
-        vm = math.log(vm)
-        v0 = math.log(v0)
-        vp = math.log(vp)
-    den = 2.0 * v0 - vm - vp
-    if not (den > 0.0) or not math.isfinite(den):
-        return 0.0
-    off = 0.5 * (vp - vm) / den
-    if not math.isfinite(off):
-        return 0.0
-    return min(max(off, -0.5), 0.5)
-
-
-@njit(cache=True)
-def _refine(d, vox, method):  # pragma: no cover - compiled
-    """Sub-voxel coordinates; method is the index in REFINE_METHODS."""
-    shape = d.shape
-    n = vox.shape[0]
-    out = np.empty((n, 3), dtype=np.float64)
-    step = np.zeros(3, dtype=np.int64)
-    sums = np.zeros((3, 3), dtype=np.float64)  # centroid: weighted offsets in row 0; lsq: [axis, plane]
-    for i in range(n):
-        z = vox[i, 0]
-        y = vox[i, 1]
-        x = vox[i, 2]
-        if method == 2 or method == 4:
-            for r in range(3):
-                for q in range(3):
-                    sums[r, q] = 0.0
-            s = 0.0
-            for dz in range(-1, 2):
-                for dy in range(-1, 2):
-                    for dx in range(-1, 2):
-                        zz = z + dz
-                        yy = y + dy
-                        xx = x + dx
-                        if zz < 0 or zz >= shape[0] or yy < 0 or yy >= shape[1] or xx < 0 or xx >= shape[2]:
-                            continue
-                        w = np.float64(d[zz, yy, xx])
-                        if method == 2:
-                            w = w if w > 0.0 else 0.0
-                            s += w
-                            sums[0, 0] += w * dz
-                            sums[0, 1] += w * dy
-                            sums[0, 2] += w * dx
-                        else:
-                            w = math.log(w if w > 1e-12 else 1e-12)
-                            sums[0, dz + 1] += w
-                            sums[1, dy + 1] += w
-                            sums[2, dx + 1] += w
-        for a in range(3):
-            c = vox[i, a]
-            off = 0.0
-            if method != 3 and c - 1 >= 0 and c + 1 < shape[a]:
-                if method == 2:
-                    if s > 0.0 and math.isfinite(s):
-                        off = sums[0, a] / s
-                        off = min(max(off, -0.5), 0.5) if math.isfinite(off) else 0.0
-                elif method == 4:
-                    off = _three_point(sums[a, 0], sums[a, 1], sums[a, 2], False)
-                else:
-                    step[0] = step[1] = step[2] = 0
-                    step[a] = 1
-                    vm = np.float64(d[z - step[0], y - step[1], x - step[2]])
-                    v0 = np.float64(d[z, y, x])
-                    vp = np.float64(d[z + step[0], y + step[1], x + step[2]])
-                    off = _three_point(vm, v0, vp, method == 0)
-            out[i, a] = c + off
-    return out
-
-
-@njit(cache=True)
 def _suppress_cells(vox, md, cell, ncell):  # pragma: no cover - compiled
     """Greedy min-distance suppression on a grid of given cells (each >= md on its axis), ``vox`` relative to the
     grid origin and sorted best first: a peak is dropped when a kept one lies within the ellipsoid ``md``."""
@@ -339,7 +323,6 @@ def _suppress_cells(vox, md, cell, ncell):  # pragma: no cover - compiled
     return keep
 
 
-@njit(cache=True)
 def _plateau_open(d, seeds, open_lo, open_hi):  # pragma: no cover - compiled
     """Whether any plateau (26-connected equal values) through ``seeds`` (raster indices) touches an open face."""
     nz, ny, nx = d.shape
@@ -458,7 +441,7 @@ def find_peaks(
     arr = np.asarray(density)
     if arr.ndim != 3:
         raise ValueError(f"density map must be 3D (ZYX), got {arr.ndim}D with shape {arr.shape}")
-    if refine not in _REFINE_CODE:
+    if refine not in REFINE_METHODS:
         raise ValueError(f"refine must be one of {', '.join(REFINE_METHODS)}, got {refine!r}")
     thr = float(threshold)
     if math.isnan(thr):
@@ -468,22 +451,15 @@ def find_peaks(
         return _empty()
     d = np.ascontiguousarray(arr, dtype=np.float32)
 
-    lin = np.empty(d.size, np.int64)  # untouched pages of np.empty cost nothing
-    flag = np.empty(d.size, np.int8)
-    k = _candidates(d, thr, lin, flag)
-    lin, flag = lin[:k].copy(), flag[:k].copy()
+    lin, flag = _candidates(d, thr)
     lin = lin[_plateau_keep(d, lin, flag)]
     if lin.size == 0:
         return _empty()
-
-    scores = d.ravel()[lin]
-    order = np.argsort(-scores, kind="stable")  # lin is in raster order, so ties stay in raster order
-    lin, scores = lin[order], scores[order]
     vox = np.stack(np.unravel_index(lin, d.shape), axis=1).astype(np.int64, copy=False)
-    if (md > 1.0).any():
-        keep = _suppress(vox, md, np.asarray(d.shape, np.int64))
-        vox, scores = vox[keep], scores[keep]
-    coords = _refine(d, np.ascontiguousarray(vox), _REFINE_CODE[refine])
+    keep = suppress(vox, d.ravel()[lin], tuple(md))  # best first, ties in raster order
+    vox = np.ascontiguousarray(vox[keep])
+    scores = d.ravel()[lin[keep]]
+    coords = _refine(d, vox, refine)
     return Peaks(coords, vox, scores)
 
 
@@ -552,7 +528,7 @@ def find_candidates(
     arr = np.asarray(density)
     if arr.ndim != 3:
         raise ValueError(f"density map must be 3D (ZYX), got {arr.ndim}D with shape {arr.shape}")
-    if refine not in _REFINE_CODE:
+    if refine not in REFINE_METHODS:
         raise ValueError(f"refine must be one of {', '.join(REFINE_METHODS)}, got {refine!r}")
     thr = float(threshold)
     if math.isnan(thr):
@@ -565,10 +541,7 @@ def find_candidates(
     lo = np.array([c.indices(n)[0] for c, n in zip(core, d.shape)], np.int64)
     hi = np.array([c.indices(n)[1] for c, n in zip(core, d.shape)], np.int64)
 
-    lin = np.empty(d.size, np.int64)
-    flag = np.empty(d.size, np.int8)
-    k = _candidates(d, thr, lin, flag)
-    lin, flag = lin[:k].copy(), flag[:k].copy()
+    lin, flag = _candidates(d, thr)
     vox = np.stack(np.unravel_index(lin, d.shape), axis=1).astype(np.int64, copy=False)
     in_core = ((vox >= lo) & (vox < hi)).all(axis=1)
     unresolved = False
@@ -576,13 +549,13 @@ def find_candidates(
     if seeds.size and any(o for pair in open_faces for o in pair):
         open_lo = np.array([bool(p[0]) for p in open_faces])
         open_hi = np.array([bool(p[1]) for p in open_faces])
-        unresolved = bool(_plateau_open(d, seeds, open_lo, open_hi))
+        unresolved = bool(_kernel("_plateau_open")(d, seeds, open_lo, open_hi))
     keep = _plateau_keep(d, lin, flag) & in_core
     vox = np.ascontiguousarray(vox[keep])
     if vox.shape[0] == 0:
         return empty._replace(unresolved=unresolved)
     scores = d.ravel()[lin[keep]]
-    coords = _refine(d, vox, _REFINE_CODE[refine])
+    coords = _refine(d, vox, refine)
     return Candidates(coords, vox, scores, unresolved)
 
 
@@ -636,7 +609,7 @@ def suppress(voxels: np.ndarray, scores: np.ndarray, min_distance: float | Seque
     while int(np.prod(-(-extent // cell))) > budget:
         a = int(np.argmax(-(-extent // cell)))
         cell[a] *= 2
-    keep = _suppress_cells(v, md, cell, -(-extent // cell))
+    keep = _kernel("_suppress_cells")(v, md, cell, -(-extent // cell))
     return order[keep]
 
 

@@ -50,6 +50,59 @@ def _split(points: np.ndarray):
     return peaks, feats, pairs.split(peaks.coords, feats, SIGMA)
 
 
+def _moments_loop(d, im, vox, own, seeds, sigma, radius, floor, aperture, min_bg):
+    """The photometry as plain loops, one spot and one window voxel at a time (what the vectorised one does)."""
+    out = np.zeros((len(vox), 11))
+    band = 2 * radius[1] + 1
+    for i, (v, o) in enumerate(zip(vox, own)):
+        others = [s for s in seeds if abs(s[1] - o[1]) <= band]
+        background, s_ap, n_ap, sw = [], 0.0, 0, 0.0
+        m, c = np.zeros(3), np.zeros(6)
+        for z in range(max(v[0] - radius[0], 0), min(v[0] + radius[0] + 1, d.shape[0])):
+            for y in range(max(v[1] - radius[1], 0), min(v[1] + radius[1] + 1, d.shape[1])):
+                for x in range(max(v[2] - radius[2], 0), min(v[2] + radius[2] + 1, d.shape[2])):
+                    d0 = (z - o[0]) ** 2 + (y - o[1]) ** 2 + (x - o[2]) ** 2
+                    if any((z - s[0]) ** 2 + (y - s[1]) ** 2 + (x - s[2]) ** 2 < d0 for s in others):
+                        continue  # nearer to another peak
+                    r2 = ((z - o[0]) / sigma[0]) ** 2 + ((y - o[1]) / sigma[1]) ** 2 + ((x - o[2]) / sigma[2]) ** 2
+                    if r2 > aperture * aperture:
+                        background.append(float(im[z, y, x]))
+                    else:
+                        s_ap += float(im[z, y, x])
+                        n_ap += 1
+                    w = float(d[z, y, x]) - floor
+                    if w > 0.0:
+                        a, b, e = z / sigma[0], y / sigma[1], x / sigma[2]
+                        sw += w
+                        m += (w * a, w * b, w * e)
+                        c += (w * a * a, w * b * b, w * e * e, w * a * b, w * a * e, w * b * e)
+        bg = float(np.median(background)) if len(background) >= min_bg else 0.0
+        out[i, 9], out[i, 10] = sw, s_ap - n_ap * bg
+        if sw <= 0.0:
+            out[i, :3] = o
+            continue
+        m /= sw
+        out[i, :3] = m * sigma
+        out[i, 3:9] = c / sw - (m[0] * m[0], m[1] * m[1], m[2] * m[2], m[0] * m[1], m[0] * m[2], m[1] * m[2])
+    return out
+
+
+def test_the_vectorised_photometry_equals_plain_loops_bit_for_bit():
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        shape = tuple(int(v) for v in rng.integers(3, 24, 3))
+        d = rng.random(shape).astype(np.float32)
+        im = rng.normal(size=shape).astype(np.float32)
+        n, m = int(rng.integers(1, 12)), int(rng.integers(0, 30))
+        vox = np.stack([rng.integers(0, k, n) for k in shape], axis=1).astype(np.int64)  # borders included
+        own = vox + rng.uniform(-0.5, 0.5, (n, 3))
+        seeds = np.concatenate([own, np.stack([rng.uniform(0, k, m) for k in shape], axis=1), own[: n // 2]])
+        sigma = rng.uniform(0.5, 3.0, 3)
+        args = (d, im, vox, own, seeds, sigma, np.array(pairs.RADIUS), pairs.MASS_FLOOR, pairs.APERTURE,
+                pairs.MIN_BACKGROUND_VOXELS)
+        assert np.array_equal(pairs._moments(*args), _moments_loop(*args)), trial
+
+
 def test_a_single_spot_is_round_in_target_sigma_units_and_its_photons_add_up():
     point = np.array([[4.3, 40.2, 50.7]])
     density, normalised = _density_and_image(point, amplitude=60.0)

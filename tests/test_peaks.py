@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +43,26 @@ def _rmse(peaks: Peaks, centres: np.ndarray) -> np.ndarray:
     return np.sqrt(((peaks.coords - centres[j]) ** 2).mean(axis=0))
 
 
-def test_warmup_runs():
+def test_warmup_compiles_the_numba_kernels():
+    from dmdet_infer import peaks
+
     warmup()
+    assert set(peaks._JITTED) == {"_resolve_plateaus", "_plateau_open", "_suppress_cells"}
+    assert all(kernel.signatures for kernel in peaks._JITTED.values())
+
+
+def test_a_default_detection_compiles_nothing(tmp_path):
+    """Maxima, refinement and photometry are numpy: a fresh install's first run imports no numba at all (the
+    example has no plateau and no min-distance suppression)."""
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys, tifffile; from dmdet_infer import Detector; "
+            f"s = Detector().detect(tifffile.imread({str(root / 'examples' / 'virus_snr4.tif')!r})); "
+            "print(len(s), 'numba' in sys.modules)")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         check=True).stdout.split()
+    assert int(out[0]) > 50 and out[1] == "False"
+    assert not any(tmp_path.iterdir())  # nothing compiled into numba's cache
 
 
 def test_single_peak():
