@@ -70,6 +70,17 @@ def check_volume(volume: np.ndarray, path: object | None = None) -> None:
         check_finite(volume, path)
 
 
+def _check_threshold(value: object) -> float:
+    """A fixed threshold as a float in [0, 1); raises :class:`InputError` naming ``threshold``."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"threshold must be a number in [0, 1) or 'auto', got {value!r}") from None
+    if not 0.0 <= number < 1.0:
+        raise InputError(f"threshold must be in [0, 1) (the density map is a sigmoid output), got {value}")
+    return number
+
+
 class _Negated:
     """Normalisation statistics whose output is negated (the decoy stack of :meth:`Detector.decoy`)."""
 
@@ -96,7 +107,9 @@ class Detector:
     threshold : float, str or None, optional
         A number in [0, 1) (density units), "auto" (each volume's own threshold from the model's noise
         calibration, :mod:`dmdet_infer.threshold`), or None: "auto" when the model is calibrated, else its tuned
-        threshold (also the fallback of "auto" when no spot stands out of the noise).
+        threshold (also the fallback of "auto" when no spot stands out of the noise). A number is the cut and
+        nothing else: which spots are split into pairs and how their masses are measured follow the model
+        (:attr:`split_min_score`, :attr:`window_level`), not this number.
     min_distance : float or sequence of 3 floats, optional
         Overrides the model's default (voxels, z,y,x).
     refine : str, optional
@@ -112,8 +125,9 @@ class Detector:
         Most bytes per tile when ``tile`` is None; default 2 GiB.
     split_pairs : bool, optional
         Split spots that are two particles merged into one peak (:mod:`dmdet_infer.pairs`; density models only).
-        Only spots scoring at least the fixed threshold (the model's tuned one with 'auto') are considered, and
-        their windows are bounded by the other peaks above it.
+        Only spots scoring at least :attr:`split_min_score` are considered, and their windows are bounded by the
+        other peaks scoring at least :attr:`window_level` (both the model's tuned threshold, whatever
+        ``threshold`` is).
     mass_cut : bool, optional
         With 'auto' and a calibration that has them, also cut on the spots' photometric mass
         (:func:`dmdet_infer.threshold.choose_cut`); False: the score alone (:func:`dmdet_infer.threshold.choose`).
@@ -129,6 +143,26 @@ class Detector:
         (:meth:`detect_stack`, :meth:`detect_frames` of a sequence or array). None (default): on when the model
         runs on CUDA, off on the CPU (where both would compete for the same cores and two tiles or frames would
         be in memory). The spots are the same either way.
+
+    Attributes
+    ----------
+    auto : bool
+        Whether each volume gets its own threshold (:mod:`dmdet_infer.threshold`).
+    fixed_threshold : float or None
+        The fixed cut: spots score above it. None with the automatic threshold.
+    fallback_threshold : float
+        The model's tuned threshold (``ModelInfo.threshold``): what the automatic threshold falls back to when no
+        spot stands out of the noise, and the lowest it goes without the stack's own evidence.
+    split_min_score : float
+        Spots scoring at least this are considered for the pair split (:mod:`dmdet_infer.pairs`): the model's
+        tuned threshold, whatever ``threshold`` is.
+    window_level : float
+        Peaks scoring at least this (and the measured peaks, :attr:`measure_level`) bound each spot's measurement
+        window (:func:`dmdet_infer.pairs.shape_features`): the model's tuned threshold, whatever ``threshold`` is.
+    measure_level : float or None
+        Peaks scoring at least this get their photometric mass and shape (see the property).
+    search_floor : float
+        Peaks are searched above this (see the property).
 
     Raises
     ------
@@ -161,6 +195,16 @@ class Detector:
     Traceback (most recent call last):
     ...
     dmdet_infer.errors.InputError: threshold must be in [0, 1) (the density map is a sigmoid output), got 1.5
+
+    The threshold's jobs, each from the model's metadata; a fixed ``threshold`` changes the cut only:
+
+    >>> auto, fixed = Detector(), Detector(threshold=0.3)
+    >>> auto.fixed_threshold, auto.fallback_threshold, auto.split_min_score, auto.window_level
+    (None, 0.64, 0.64, 0.64)
+    >>> auto.measure_level, auto.search_floor
+    (0.5, 0.05)
+    >>> fixed.fixed_threshold, fixed.split_min_score, fixed.window_level, fixed.measure_level, fixed.search_floor
+    (0.3, 0.64, 0.64, 0.64, 0.3)
     """
 
     def __init__(
@@ -186,12 +230,11 @@ class Detector:
         if self.auto and info.noise_peaks is None:
             raise InputError("threshold='auto' needs a model with a noise calibration (dmdet.noise_peaks); this "
                              "model has none: re-export it with python -m export, or give a number")
-        try:
-            self.threshold = float(info.threshold if threshold in (None, "auto") else threshold)
-        except (TypeError, ValueError):
-            raise InputError(f"threshold must be a number in [0, 1) or 'auto', got {threshold!r}") from None
-        if not 0.0 <= self.threshold < 1.0:
-            raise InputError(f"threshold must be in [0, 1) (the density map is a sigmoid output), got {threshold}")
+        self.fixed_threshold: float | None = None if self.auto else _check_threshold(
+            info.threshold if threshold is None else threshold)
+        self.fallback_threshold = float(info.threshold)
+        self.split_min_score = float(info.threshold)
+        self.window_level = float(info.threshold)
         self.min_distance = as_triple(info.min_distance_zyx if min_distance is None else min_distance,
                                       "min_distance")
         if refine not in REFINEMENTS:
@@ -247,19 +290,48 @@ class Detector:
         return scale.Scale(sigma, "estimated", scale.factors_for(sigma, nominal, wide), measured)
 
     @property
+    def threshold(self) -> float:
+        """The fixed cut (:attr:`fixed_threshold`), or with 'auto' the fallback (:attr:`fallback_threshold`).
+
+        Kept for code written when one number did all the threshold's jobs; setting it sets that one job only
+        (a number in [0, 1))."""
+        return self.fallback_threshold if self.fixed_threshold is None else self.fixed_threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        if self.fixed_threshold is None:
+            self.fallback_threshold = _check_threshold(value)
+        else:
+            self.fixed_threshold = _check_threshold(value)
+
+    @property
     def measure_level(self) -> float | None:
-        """Peaks scoring at least this get :func:`pairs.shape_features` (windows bounded by the peaks above the
-        fixed threshold): all that the pair split considers and all that the auto mass cut needs; None: none."""
+        """Peaks scoring at least this get :func:`pairs.shape_features` (photometric mass and shape, windows
+        bounded by the peaks scoring at least :attr:`window_level`); None: no peak is measured.
+
+        With the mass cut, the calibration's level (``dmdet.noise_peaks.measure_level``: the noise peaks' masses
+        were measured from it), capped at :attr:`split_min_score` so that every spot the split considers is
+        measured; else, with the pair split, :attr:`split_min_score`. The measured peaks also bound each other's
+        windows, so this level does not follow a fixed ``threshold``: a spot's mass does not depend on it, and
+        with a fixed threshold below the model's, the spots scoring below :attr:`split_min_score` have no mass
+        (NaN)."""
         if self.cut:
-            return min(self.threshold, float(self.info.noise_peaks["measure_level"]))
-        return self.threshold if self.split_pairs else None
+            return min(self.split_min_score, float(self.info.noise_peaks["measure_level"]))
+        return self.split_min_score if self.split_pairs else None
+
+    @property
+    def search_floor(self) -> float:
+        """Candidates are searched above this: the fixed threshold, or with 'auto' the calibration's lowest
+        threshold (:func:`dmdet_infer.threshold.floor`, capped at :attr:`fallback_threshold`), each volume's
+        threshold being chosen among them."""
+        if self.fixed_threshold is None:
+            return min(self.fallback_threshold, autothreshold.floor(self.info.noise_peaks))
+        return self.fixed_threshold
 
     @property
     def search_threshold(self) -> float:
-        """Candidates are searched above this; with 'auto' each volume's threshold is chosen among them."""
-        if self.auto:
-            return min(self.threshold, autothreshold.floor(self.info.noise_peaks))
-        return self.threshold
+        """:attr:`search_floor` (the name before the threshold's jobs were separated)."""
+        return self.search_floor
 
     @property
     def info(self):
@@ -357,7 +429,8 @@ class Detector:
         refinement), or of twice :data:`pairs.RADIUS` when spots are measured; the margin doubles while a
         plateau of the core reaches the margin's edge. Only this block is in memory. ``stats`` is :meth:`stats`
         of the whole volume; peaks above ``floor`` (default :attr:`search_threshold`) are found, and those scoring
-        at least ``measure_level`` (default: the detector's) get :func:`pairs.shape_features`, the others NaN.
+        at least ``measure_level`` (default: :attr:`measure_level`) get :func:`pairs.shape_features`, their
+        windows bounded by the peaks scoring at least :attr:`window_level`; the others NaN.
         ``first``: :meth:`_tile_density` of the core with the first margin, when already computed (overlap)."""
         shape = tuple(volume.shape)
         info = self.info
@@ -371,7 +444,7 @@ class Detector:
                 region, density, raw = self._tile_density(volume, core, stats, margin)
             local = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
             faces = tuple((r.start > 0, r.stop < n) for r, n in zip(region, shape))
-            found = find_candidates(density, self.search_threshold if floor is None else floor, self.refine, local,
+            found = find_candidates(density, self.search_floor if floor is None else floor, self.refine, local,
                                     faces)
             if not found.unresolved:
                 break
@@ -381,7 +454,7 @@ class Detector:
         intensity = np.asarray(raw[v[:, 0], v[:, 1], v[:, 2]], dtype=np.float32)
         features = np.full((len(v), pairs.N_FEATURES), np.nan)
         if level is not None and info.sigma_zyx is not None:
-            seeds = find_candidates(density, self.threshold, self.refine).coords  # the whole block's spots
+            seeds = find_candidates(density, self.window_level, self.refine).coords  # the whole block's spots
             measured = found.scores >= level
             f = pairs.shape_features(density, stats.apply(raw, region), v[measured],
                                      found.coords[measured], seeds, info.sigma_zyx)
@@ -410,7 +483,9 @@ class Detector:
                 raise ValueError("merge needs n_voxels with the automatic threshold")
             cal = self.info.noise_peaks
             a = -np.inf
-            floor = max(self.threshold, float(cal.get("structured_threshold", 0.0))) if structured else self.threshold
+            floor = self.fallback_threshold
+            if structured:
+                floor = max(floor, float(cal.get("structured_threshold", 0.0)))
             used: list[bool] = []
 
             def checked():  # records whether the threshold rule needed the negated stack
@@ -432,7 +507,7 @@ class Detector:
         c = coords.reshape(-1, 3)[keep]
         source = np.arange(keep.size)
         if self.split_pairs:
-            f = np.where((scores[keep] >= self.threshold)[:, None], features[keep], np.nan)
+            f = np.where((scores[keep] >= self.split_min_score)[:, None], features[keep], np.nan)
             source, c = pairs.split(c, f, self.info.sigma_zyx)
         split = np.zeros(source.size, bool)
         twin = np.diff(source) == 0  # a split spot gives two consecutive rows from one source
@@ -448,7 +523,7 @@ class Detector:
     def meta(self) -> dict:
         """What :meth:`merge` records in ``Spots.meta`` before the volume's own threshold is known."""
         info = self.info
-        return {"threshold": None if self.auto else self.threshold, "mass_cut": None,
+        return {"threshold": self.fixed_threshold, "mass_cut": None,
                 "threshold_mode": "auto" if self.auto else "fixed", "normalisation": dict(info.normalisation),
                 "model": info.name}
 
@@ -466,8 +541,8 @@ class Detector:
             Peaks scoring above this are kept; default 0.05, the lowest threshold of the automatic threshold's
             grid (:data:`dmdet_infer.threshold.GRID`).
         measure_level : float, optional
-            Peaks scoring at least this get their photometric mass (windows bounded by the peaks above the
-            detector's threshold); default 0.5 (:data:`dmdet_infer.threshold.MEASURE_LEVEL`).
+            Peaks scoring at least this get their photometric mass (windows bounded by the peaks scoring at
+            least :attr:`window_level`); default 0.5 (:data:`dmdet_infer.threshold.MEASURE_LEVEL`).
 
         Returns
         -------
@@ -624,8 +699,8 @@ class Detector:
         holes, the stack's noise and structure stay: what the automatic threshold needs to go low safely."""
         core = scale.crop_region(volume.shape, DECOY_CROP)
         level = float(self.info.noise_peaks.get("measure_level", autothreshold.MEASURE_LEVEL))
-        found = self.tile_candidates(volume, core, _Negated(stats), min(self.threshold, level),
-                                     self.search_threshold)
+        found = self.tile_candidates(volume, core, _Negated(stats), min(self.split_min_score, level),
+                                     self.search_floor)
         keep = suppress(found.voxels, found.scores, self.min_distance)
         n = int(np.prod([c.stop - c.start for c in core]))
         return found.scores[keep], found.features[keep, pairs.PHOTONS], n

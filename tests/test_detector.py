@@ -154,3 +154,57 @@ def test_overlap_with_the_default_model():
     np.testing.assert_array_equal(a.zyx, b.zyx)
     np.testing.assert_array_equal(a.score, b.score)
     assert a.meta == b.meta
+
+
+def _pairs_with_faint_neighbours() -> np.ndarray:
+    """Bright spots on a grid, every third a merged pair 3 voxels apart, each with a faint spot 4.5 voxels away
+    (whose peak scores between the two fixed thresholds of the test below)."""
+    rng = np.random.default_rng(0)
+    bright, faint = [], []
+    for k, (y, x) in enumerate((y, x) for y in range(10, 92, 16) for x in range(10, 92, 16)):
+        c = np.array([rng.uniform(3, 6), y, x])
+        if k % 3 == 0:
+            a = rng.uniform(0, np.pi)
+            d = 1.5 * np.array([0.0, np.sin(a), np.cos(a)])
+            bright += [c - d, c + d]
+        else:
+            bright.append(c)
+        a = rng.uniform(0, 2 * np.pi)
+        faint.append(c + np.array([rng.uniform(-1, 1), 4.5 * np.sin(a), 4.5 * np.cos(a)]))
+    shape = (10, 100, 100)
+    return render_spots(shape, np.array(bright), amplitude=40.0, seed=1) + render_spots(
+        shape, np.array(faint), amplitude=9.0, background=0.0, noise=False)
+
+
+def test_the_threshold_jobs_come_from_the_model():
+    auto, fixed = Detector(device="cpu"), Detector(device="cpu", threshold=0.3)
+    info = auto.info
+    assert auto.fixed_threshold is None and fixed.fixed_threshold == 0.3
+    for det in (auto, fixed):
+        assert det.fallback_threshold == det.split_min_score == det.window_level == info.threshold
+    assert auto.measure_level == min(info.threshold, info.noise_peaks["measure_level"])
+    assert fixed.measure_level == info.threshold  # measured windows do not follow the fixed cut
+    assert auto.search_floor == info.noise_peaks["thresholds"][0] and fixed.search_floor == 0.3
+    assert auto.threshold == info.threshold and fixed.threshold == 0.3  # the attribute of before, one job now
+    fixed.threshold = 0.4
+    assert (fixed.fixed_threshold, fixed.split_min_score, fixed.search_floor) == (0.4, info.threshold, 0.4)
+    with pytest.raises(InputError, match="threshold must be in"):
+        fixed.threshold = 2.0
+
+
+def test_a_fixed_threshold_changes_the_cut_only():
+    """A spot scoring above both fixed thresholds keeps its position, mass and split: the windows are bounded and
+    the pairs chosen at the model's levels. (When the fixed threshold did all the jobs, the faint neighbours found
+    at 0.2 bounded the bright spots' windows and moved the split pair.)"""
+    volume = _pairs_with_faint_neighbours()
+    low = Detector(device="cpu", threshold=0.2)
+    high = Detector(low.model, threshold=0.5)
+    a, b = low.detect(volume), high.detect(volume)
+    assert len(a) > len(b)  # the cut is the threshold's job
+    a = a[a.score > 0.5]
+    assert len(a) == len(b) > 40 and b.features["split"].sum() >= 2
+    np.testing.assert_array_equal(a.zyx, b.zyx)
+    np.testing.assert_array_equal(a.score, b.score)
+    np.testing.assert_array_equal(a.features["mass"], b.features["mass"])
+    np.testing.assert_array_equal(a.features["split"], b.features["split"])
+    assert np.isfinite(b.features["mass"][b.score >= high.split_min_score]).all()
