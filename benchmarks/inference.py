@@ -1,7 +1,19 @@
-"""ONNX Runtime (CPU) against PyTorch eager for the same network, and the end-to-end CLI, on 10x512x512.
+"""dmdet side by side with the classical detectors on a CPU, on one 10x512x512 stack (issue 15).
 
-    python benchmarks/inference.py                                  # the shipped model + a width-16 network
-    python benchmarks/inference.py --checkpoint runs/w8/best.pt --width 16 --repeats 5
+    python benchmarks/inference.py [--model NAME=PATH ...] [--repeats 5] [--out benchmarks/results/inference]
+    python benchmarks/inference.py --torch [--checkpoint runs/w8/best.pt] [--width 16]   # runtimes (below)
+
+Default job, in one process, on one simulated SNR-4 stack (500 particles, background 10, uint16), after a
+warm-up, interleaved rounds so that other load hits every method alike, the median of ``repeats``:
+``Detector.detect`` of every model (``--model``; default: the one shipped in the package), each with everything a
+user gets by default; that model's network alone (``Detector.density``: normalisation and the tiled network) and
+its GFLOP/s (2 x the convolutions' multiply-adds, counted on the ONNX graph, per second); Big-FISH
+``detect_spots`` with its automatic threshold (voxel size 1, spot radius the stack's sigma); SEF3D
+(training/sef3d.py with Table 1's tuned sigmas and k). Then each method's peak resident memory, every one alone in
+a fresh process (``VmHWM``: imports, stack and one detection; ``ru_maxrss`` would count the forking
+parent's). Writes OUT.md and OUT.json.
+
+``--torch``: ONNX Runtime (CPU) against PyTorch eager for the same network, and the end-to-end CLI:
 
 For every network: parameters, GMAC per volume, median seconds per 10x512x512 forward in PyTorch eager
 (``torch.no_grad``, eval mode, running-statistics norms) and in ONNX Runtime CPU (the exported file), their ratio,
@@ -22,8 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,15 +130,8 @@ def bench_cli(model_path: Path | None, tmp: Path, repeats: int) -> dict:
             "api_detect_s": round(t_api, 3), "spots": n_spots}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, help="trained checkpoint of the shipped model (default: runs/w8)")
-    parser.add_argument("--width", type=int, nargs="*", default=[16], help="also time untrained networks of these "
-                        "widths")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "inference")
-    args = parser.parse_args()
-
+def runtimes(args: argparse.Namespace) -> None:
+    """``--torch``: ONNX Runtime against PyTorch eager, and the end-to-end CLI."""
     import onnxruntime
     import torch
 
@@ -176,6 +183,178 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(table + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------------------ side by side (default)
+
+SIGMA_ZYX = (1.0, 1.5, 1.5)  #: the simulated stack's PSF sigma, voxels
+SEF3D_PARAMS = {"sigma_zyx": (1.25, 1.875, 1.875), "k": 4.5, "refine": "none", "min_distance": (1.0, 1.0, 1.0)}
+
+
+def onnx_gmac(path: Path, shape: tuple[int, int, int]) -> float:
+    """Multiply-adds (GMAC) of the convolutions of an ONNX network on one volume of ``shape``."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    dims = graph.input[0].type.tensor_type.shape.dim
+    for d, n in zip(dims, (1, 1, *shape)):
+        d.ClearField("dim_param")
+        d.dim_value = n
+    graph = shape_inference.infer_shapes(model).graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in (*graph.value_info, *graph.output, *graph.input)}
+    weights = {w.name: list(w.dims) for w in graph.initializer}
+    macs = 0
+    for node in graph.node:
+        if node.op_type in ("Conv", "ConvTranspose"):
+            w = weights[node.input[1]]
+            if node.op_type == "Conv":  # each output element: in/group channels x kernel (weights: out, in/group, k)
+                macs += int(np.prod(shapes[node.output[0]])) * (w[1] * int(np.prod(w[2:])))
+            else:  # each input element is spread over out/group channels x kernel
+                macs += int(np.prod(shapes[node.input[0]])) * (w[1] * int(np.prod(w[2:])))
+    return macs / 1e9
+
+
+def simulated_stack() -> np.ndarray:
+    """The benchmark's stack: SNR 4, 500 particles, uint16 (what a camera gives)."""
+    from training.simulate import SimParams, simulate
+
+    volume, _ = simulate(SimParams(shape=SHAPE, n_particles=500, snr=4.0), np.random.default_rng(7))
+    return np.rint(volume).astype(np.uint16)
+
+
+def methods(models: dict[str, Path | None], only: str | None = None) -> dict[str, Callable[[np.ndarray], Any]]:
+    """name -> detect(volume), each ready (models loaded and warmed up); ``only``: just that one."""
+    out: dict[str, Callable[[np.ndarray], Any]] = {}
+    for name, path in models.items():
+        if only in (None, f"dmdet:{name}", f"network:{name}"):
+            from dmdet_infer import Detector
+
+            det = Detector(path, device="cpu")
+            det.warmup()
+            out[f"dmdet:{name}"] = det.detect
+            out[f"network:{name}"] = det.density
+    if only in (None, "bigfish_auto"):
+        from bigfish.detection import detect_spots
+
+        out["bigfish_auto"] = lambda v: detect_spots(np.asarray(v, np.float32), voxel_size=(1, 1, 1),
+                                                     spot_radius=SIGMA_ZYX)
+    if only in (None, "sef3d"):
+        from training.sef3d import sef3d_detect
+
+        out["sef3d"] = lambda v: sef3d_detect(np.asarray(v, np.float32), SEF3D_PARAMS["sigma_zyx"],
+                                              SEF3D_PARAMS["k"], SEF3D_PARAMS["refine"], SEF3D_PARAMS["min_distance"])
+    return out
+
+
+_RSS = ("import json, sys, numpy as np; sys.path.insert(0, sys.argv[1]); "
+        "from benchmarks.inference import methods; from pathlib import Path; "
+        "m = {k: (Path(v) if v else None) for k, v in json.loads(sys.argv[3]).items()}; "
+        "methods(m, sys.argv[2])[sys.argv[2]](np.load(sys.argv[4])); "
+        "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")
+_CLI_RSS = ("import runpy, sys; sys.argv = ['dmdet-infer', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('dmdet_infer.cli', run_name='__main__')\n"
+            "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+            "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")
+
+
+def peak_rss_mib(method: str, models: dict[str, Path | None], stack: Path) -> float | None:
+    """Peak resident memory (MiB) of a fresh process: ``dmdet-infer stack.tif`` for a model (what a user runs),
+    else a process that imports the method alone and detects once; None for a network alone."""
+    if method.startswith("network:"):
+        return None
+    if method.startswith("dmdet:"):
+        path = models[method.split(":", 1)[1]]
+        cmd = [sys.executable, "-c", _CLI_RSS, str(stack.with_suffix(".tif")), "-o",
+               str(stack.with_suffix(".csv")), "-q", *(["--model", str(path)] if path else [])]
+    else:
+        spec = json.dumps({k: (str(v) if v else None) for k, v in models.items()})
+        cmd = [sys.executable, "-c", _RSS, str(ROOT), method, spec, str(stack)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout.split()
+    return round(int(out[-1]) / 1024, 1)
+
+
+def side_by_side(args: argparse.Namespace) -> None:
+    """The default job (module docstring)."""
+    import onnxruntime
+
+    from dmdet_infer.model import default_model_path
+
+    models: dict[str, Path | None] = {}
+    for text in args.model or ["default"]:
+        name, _, path = text.partition("=")
+        models[name] = Path(path) if path else None
+    volume = simulated_stack()
+    print("warming up ...", file=sys.stderr)
+    fns = methods(models)
+    for fn in fns.values():
+        fn(volume)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(args.repeats):
+        print(f"round {r + 1}/{args.repeats} ...", file=sys.stderr)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn(volume)
+            times[name].append(time.perf_counter() - t)
+    median = {name: statistics.median(v) for name, v in times.items()}
+    gmac = {name: onnx_gmac(path or default_model_path(), SHAPE) for name, path in models.items()}
+    print("peak memory, each method alone ...", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        import tifffile
+
+        stack = Path(tmp) / "stack.npy"
+        np.save(stack, volume)
+        tifffile.imwrite(stack.with_suffix(".tif"), volume, imagej=True, metadata={"axes": "ZYX"})
+        rss = {name: peak_rss_mib(name, models, stack) for name in fns}
+    bigfish = median["bigfish_auto"]
+    rows = []
+    for name in fns:
+        row = {"method": name, "median_s": round(median[name], 3), "times_s": [round(t, 3) for t in times[name]],
+               "vs_bigfish": round(median[name] / bigfish, 2), "peak_rss_mib": rss[name]}
+        if name.startswith("network:"):
+            row["gmac"] = round(gmac[name.split(":", 1)[1]], 1)
+            row["gflop_per_s"] = round(2 * row["gmac"] / median[name], 1)
+        rows.append(row)
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shape": list(SHAPE),
+              "repeats": args.repeats, "models": {k: str(v or default_model_path()) for k, v in models.items()},
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "node": platform.node(),
+                          "load_after": os.getloadavg(), "onnxruntime": onnxruntime.__version__,
+                          "python": platform.python_version()},
+              "rows": rows}
+    lines = [f"One simulated SNR-4 stack {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint16 (500 particles), one process, "
+             f"interleaved rounds, median of {args.repeats} after a warm-up; {os.cpu_count()} CPUs "
+             f"({platform.node()}, load {os.getloadavg()[0]:.1f} at the end), {result['date']}. Peak RSS: each "
+             "method alone in a fresh process (dmdet: the whole `dmdet-infer stack.tif -o spots.csv`).", "",
+             "| method | seconds | / Big-FISH | GMAC | GFLOP/s | peak RSS MiB |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        lines.append(f"| {row['method']} | {row['median_s']} | {row['vs_bigfish']} | {row.get('gmac', '')} | "
+                     f"{row.get('gflop_per_s', '')} | {row['peak_rss_mib'] or ''} |")
+    table = "\n".join(lines)
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(table + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", metavar="NAME=PATH",
+                        help="a model to time (repeatable; NAME alone: the shipped one); default: the shipped one")
+    parser.add_argument("--torch", action="store_true", help="ONNX Runtime against PyTorch eager instead")
+    parser.add_argument("--checkpoint", type=Path, help="--torch: trained checkpoint of the shipped model (default: "
+                        "runs/w8)")
+    parser.add_argument("--width", type=int, nargs="*", default=[16], help="--torch: also time untrained networks of "
+                        "these widths")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/inference (or "
+                        "runtimes with --torch)")
+    args = parser.parse_args()
+    if args.out is None:
+        args.out = ROOT / "benchmarks" / "results" / ("runtimes" if args.torch else "inference")
+    runtimes(args) if args.torch else side_by_side(args)
 
 
 if __name__ == "__main__":
