@@ -1,6 +1,7 @@
 """dmdet_infer: find fluorescent particles in 3D stacks with an exported DM-DetNet3D model.
 
-The public API: :class:`Detector` (finds the spots), :class:`Spots` (the result table), :class:`Stack` and
+The public API: :class:`Detector` (finds the spots), :class:`DetectorConfig` (its options in one frozen object, from
+the API, the command line or a JSON file), :class:`Spots` (the result table), :class:`Stack` and
 :func:`read_stack` (TIFF input), :class:`InputError` (bad input, a ``ValueError``); the peak finder and the
 normalisation are in :mod:`dmdet_infer.peaks` and :mod:`dmdet_infer.normalise`.
 
@@ -31,9 +32,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Detector", "Spots", "Stack", "read_stack", "InputError", "__version__"]
+__all__ = ["Detector", "DetectorConfig", "Spots", "Stack", "read_stack", "InputError", "__version__"]
 
 if TYPE_CHECKING:
+    from .config import DetectorConfig
     from .detector import Detector
     from .errors import InputError
     from .io import Stack, read_stack
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "Detector": "detector",
+    "DetectorConfig": "config",
     "Spots": "spots",
     "Stack": "io",
     "read_stack": "io",

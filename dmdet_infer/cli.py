@@ -16,6 +16,7 @@ import click
 import numpy as np
 
 from . import __version__
+from .config import DetectorConfig
 from .errors import DmdetError, InputError, where
 
 EXAMPLES = """
@@ -31,12 +32,13 @@ Examples:
 """
 
 
+#: The detection options that are flags: :class:`DetectorConfig`'s fields with ``cli`` metadata, in field order.
+CONFIG_OPTIONS = {f.name: f.metadata["cli"] for f in dataclasses.fields(DetectorConfig) if "cli" in f.metadata}
 #: The Python API's errors name its parameters; the one line the CLI prints names the flag the user typed.
 FLAGS = {
-    "threshold": "--threshold", "min_distance": "--min-distance", "voxel_size_um": "--voxel-size",
-    "spot_size": "--spot-size", "channel": "--channel", "axes": "--axes", "tile": "--tile",
-    "tile_memory": "--tile-memory", "refine": "--refine", "device": "--device", "model": "--model",
-    "level": "--level", "scheduler": "--scheduler", "workers": "--workers",
+    **{name: cli["flag"].split("/")[0] for name, cli in CONFIG_OPTIONS.items()},
+    "voxel_size_um": "--voxel-size", "channel": "--channel", "axes": "--axes", "level": "--level",
+    "scheduler": "--scheduler", "workers": "--workers",
 }
 _NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
 #: Where an API message names a parameter: as a keyword anywhere (``use channel=0``, ``axes='ZYX'``, ``pass
@@ -89,6 +91,45 @@ def _triple(text: str | None, name: str, cast=float) -> tuple | None:
     if len(values) != 3 or any(v <= 0 for v in values):
         raise click.BadParameter(f"expected three positive values Z,Y,X, got {text!r}", param_hint=name)
     return values
+
+
+def _config_option(name: str, cli: dict):
+    """The ``click.option`` of the :class:`DetectorConfig` field ``name`` from its ``cli`` metadata (see
+    :func:`dmdet_infer.config._cli`): the flag, its help and how the text becomes the field's value."""
+    flag, kind = cli["flag"], cli["kind"]
+    extra = {k: v for k, v in cli.items() if k not in ("flag", "help", "kind", "choices")}
+    default = DetectorConfig.__dataclass_fields__[name].default
+    if kind in ("choice", "bool", "spot_size"):
+        extra["default"] = default
+    if kind == "choice":
+        extra["type"] = click.Choice(list(cli["choices"]))
+    elif kind == "path":
+        extra["type"] = click.Path(dir_okay=False)
+    elif kind == "gib":
+        extra["type"] = click.FloatRange(min=0.05, max=1e6)
+        extra["callback"] = lambda ctx, param, value: None if value is None else value * 2**30
+    elif kind == "threshold":
+        extra["callback"] = lambda ctx, param, value: _threshold(value)
+    elif kind in ("triple", "int_triple"):
+        cast = int if kind == "int_triple" else float
+        extra["callback"] = lambda ctx, param, value: _triple(value, flag, cast)
+    return click.option(flag, name, help=cli["help"], **extra)
+
+
+def _config_options(command):
+    """Decorate ``command`` with a flag per detection option (:data:`CONFIG_OPTIONS`), in field order."""
+    for name, cli in reversed(CONFIG_OPTIONS.items()):
+        command = _config_option(name, cli)(command)
+    return command
+
+
+def _config(ctx: click.Context, config_file: str | None) -> DetectorConfig:
+    """The one :class:`DetectorConfig` of this run: ``--config`` (or the defaults) with the flags given."""
+    base = DetectorConfig() if config_file is None else DetectorConfig.from_file(config_file)
+    typed = {click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT}
+    given = {name: ctx.params[name] for name in CONFIG_OPTIONS
+             if config_file is None or ctx.get_parameter_source(name) in typed}
+    return base.replace(**given)
 
 
 def _voxel_size(text: str | None) -> tuple[float, float, float] | None:
@@ -152,43 +193,14 @@ class _OneLineErrors(click.Command):
 @click.option("-o", "--output", metavar="PATH",
               help="CSV file for one input, or a folder for several (DIR/<stem>.csv). Default: <stem>.csv beside "
                    "each input.")
-@click.option("--model", "model_path", type=click.Path(dir_okay=False), metavar="MODEL.onnx",
-              help="Exported dmdet model. Default: the model shipped with dmdet.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="auto uses CUDA when onnxruntime-gpu really works here, else the CPU.")
-@click.option("--threshold", callback=lambda ctx, param, value: _threshold(value), metavar="T|auto",
-              help="Minimum density-map value of a spot, in [0,1), or 'auto': each stack's own threshold from the "
-                   "model's noise calibration (faint stacks get a lower one, bright ones a higher one). Default: "
-                   "auto when the model is calibrated (the shipped one is), else its tuned value. "
-                   "Example: --threshold 0.3")
-@click.option("--min-distance", metavar="Z,Y,X",
-              help="Smallest distance between two spots in voxels (one value or Z,Y,X). Example: 1,2,2")
+@_config_options
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), metavar="JSON",
+              help="Detection options from a JSON file: an object of dmdet_infer.DetectorConfig's fields, e.g. "
+                   "{\"threshold\": 0.4, \"split_pairs\": false}; the flags given override it.")
 @click.option("--voxel-size", metavar="Z,Y,X",
               help="Voxel size in µm, adds z_um,y_um,x_um columns. Default: from the file. Example: 0.3,0.1,0.1")
-@click.option("--spot-size", metavar="Z,XY[um]|auto|off", default="auto", show_default=True,
-              help="Gaussian sigma of the spots, z then xy: in voxels (1.7,1.9), in µm with the voxel size "
-                   "(0.6,0.2um), or as FWHM (fwhm=1.4,0.45um). A stack whose spots lie outside the model's range is "
-                   "resampled to the model's spot size and positions are mapped back. auto: estimated from each "
-                   "stack, acted on only when clearly outside the range; off: never resample.")
 @click.option("--channel", type=int, metavar="C", help="Channel index (0-based) of a multi-channel file.")
 @click.option("--axes", metavar="AXES", help="Axes of the file when its metadata is wrong or missing, e.g. TZYX.")
-@click.option("--tile", metavar="Z,Y,X",
-              help="Largest block sent to the network at once. Default: automatic. Example: 10,256,256")
-@click.option("--tile-memory", type=click.FloatRange(min=0.05, max=1e6), metavar="GIB",
-              help="Most memory one tile may use, in GiB, when --tile is not given. Default: a quarter of the "
-                   "free RAM (of the free GPU memory with CUDA), at most 2. Example: --tile-memory 8")
-@click.option("--refine", type=click.Choice(["lsq", "gaussian", "parabolic", "centroid", "none"]), default="lsq",
-              show_default=True,
-              help="Sub-voxel refinement of each peak: log-Gaussian fit by least squares over the 3x3x3 "
-                   "neighbourhood (lsq), per-axis log-Gaussian 3-point (gaussian), parabolic, intensity-weighted "
-                   "centroid, or none (integer voxels).")
-@click.option("--mass-cut/--no-mass-cut", default=True, show_default=True,
-              help="With --threshold auto, also cut on each spot's photometric mass (drops noise peaks in bright "
-                   "stacks). --no-mass-cut: the score alone, which can be better on strongly uneven background or "
-                   "with spots much larger than the model's.")
-@click.option("--split-pairs/--no-split-pairs", default=True, show_default=True,
-              help="Split a spot that is two particles merged into one peak (an elongated blob with about twice "
-                   "the photons of the stack's typical spot) into two spots.")
 @click.option("--level", type=click.IntRange(min=0), default=0, show_default=True,
               help="Resolution level of an OME-Zarr pyramid (0: full resolution).")
 @click.option("--scheduler", metavar="ADDRESS",
@@ -205,39 +217,44 @@ class _OneLineErrors(click.Command):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary; errors only.")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_versions,
               help="Show dmdet, onnxruntime and numba versions and the providers that really work, then exit.")
-def main(inputs, output, model_path, device, threshold, min_distance, voxel_size, spot_size, channel, axes, tile,
-         tile_memory, refine, mass_cut, split_pairs, level, scheduler, workers, preview, truth, quiet):
+@click.pass_context
+def main(ctx, inputs, output, config_file, voxel_size, channel, axes, level, scheduler, workers, preview, truth,
+         quiet, **options):
     """Find fluorescent particles in 3D stacks (TIFF, OME-TIFF, ImageJ hyperstacks) and write one spot table
     (z,y,x,score,intensity in voxels; frame for time-lapses; z_um,y_um,x_um when the voxel size is known) per
     stack. Zarr / OME-Zarr stores are read lazily; --workers/--scheduler spread tiles and frames over a dask
     cluster."""
-    tile_bytes = None if tile_memory is None else tile_memory * 2**30
+    reading = _Reading(voxel_size, channel, axes, level)
     try:
         with _interruptible():
-            code = _main(inputs, output, model_path, device, threshold, min_distance, voxel_size, spot_size, channel,
-                         axes, tile, tile_bytes, refine, mass_cut, split_pairs, level, scheduler, workers, preview,
-                         truth, quiet)
+            code = _main(ctx, inputs, output, config_file, reading, scheduler, workers, preview, truth, quiet)
     except KeyboardInterrupt:
         _interrupted()
     sys.exit(code)
 
 
-def _main(inputs, output, model_path, device, threshold, min_distance, voxel_size, spot_size, channel, axes, tile,
-          tile_bytes, refine, mass_cut, split_pairs, level, scheduler, workers, preview, truth, quiet) -> int:
+@dataclasses.dataclass(frozen=True)
+class _Reading:
+    """How the inputs are read (not detection options): --voxel-size (text), --channel, --axes, --level."""
+
+    voxel_size: str | None = None
+    channel: int | None = None
+    axes: str | None = None
+    level: int = 0
+
+
+def _main(ctx, inputs, output, config_file, reading: _Reading, scheduler, workers, preview, truth, quiet) -> int:
     try:
+        config = _config(ctx, config_file)
         if scheduler or workers:
             if preview:
                 raise InputError("--preview is not available with --scheduler/--workers; run without them")
-            if spot_size not in ("auto", "off"):
+            if config.spot_size not in ("auto", "off", None):
                 raise InputError("--spot-size is not available with --scheduler/--workers (stacks are not "
                                  "resampled there); run without them")
-            code = _run_distributed(inputs, output, model_path, device, threshold, min_distance, voxel_size,
-                                    channel, axes, tile, refine, level, scheduler, workers, quiet,
-                                    tile_memory=tile_bytes, split_pairs=split_pairs, mass_cut=mass_cut)
+            code = _run_distributed(inputs, output, config, reading, scheduler, workers, quiet)
         else:
-            code = _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes,
-                        tile, refine, quiet, level, preview, truth, tile_memory=tile_bytes, split_pairs=split_pairs,
-                        mass_cut=mass_cut, spot_size=spot_size)
+            code = _run(inputs, output, config, reading, quiet, preview, truth)
     except DmdetError as exc:
         _error(exc)
         code = exc.exit_code
@@ -351,14 +368,12 @@ def _threshold(value: str | None) -> float | str | None:
         raise click.BadParameter(f"expected a number in [0, 1) or 'auto', got {value!r}") from None
 
 
-def _run_distributed(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile,
-                     refine, level, scheduler, workers, quiet, tile_memory=None, split_pairs=True,
-                     mass_cut=True) -> int:
-    from .distributed import DetectorSpec, connect, detect_many, stop_runs
+def _run_distributed(inputs, output, config: DetectorConfig, reading: _Reading, scheduler, workers, quiet) -> int:
+    from .detector import Detector
+    from .distributed import connect, detect_many, stop_runs
 
-    min_distance = _triple(min_distance, "--min-distance")
-    voxel_size = _voxel_size(voxel_size)
-    tile = _triple(tile, "--tile", int)
+    voxel_size = _voxel_size(reading.voxel_size)
+    channel, axes, level, tile = reading.channel, reading.axes, reading.level, config.tile
     paths, bad = _input_paths(inputs)
     targets = _outputs(paths, output, several=len(inputs) > 1)
     _check_outputs(paths, list(targets))
@@ -366,10 +381,11 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
         _error(exc)
     if not paths:
         return 2
-    threads = None if scheduler else max(1, (os.cpu_count() or 1) // workers)
-    spec = DetectorSpec(None if model_path is None else str(Path(model_path).resolve()), device, threshold,
-                        min_distance, refine, tile, threads, tile_memory, split_pairs, mass_cut)
-    local = spec.build()  # bad options and models fail here, in one line, before a cluster starts
+    if config.model is not None:  # the workers may run elsewhere
+        config = config.replace(model=str(Path(config.model).resolve()))
+    if config.threads is None and not scheduler:
+        config = config.replace(threads=max(1, (os.cpu_count() or 1) // workers))
+    local = Detector(config=config)  # bad models fail here, in one line, before a cluster starts
     if tile is not None:
         from .zarr_io import read_input
 
@@ -383,7 +399,7 @@ def _run_distributed(inputs, output, model_path, device, threshold, min_distance
     code = 2 if bad else 0
     with connect(scheduler, workers) as client:
         try:
-            results = detect_many(client, [p.resolve() for p in paths], spec, channel=channel, axes=axes,
+            results = detect_many(client, [p.resolve() for p in paths], config, channel=channel, axes=axes,
                                   level=level, voxel_size_um=voxel_size)
         except KeyboardInterrupt:  # before the cluster closes: its logs say nothing useful now
             logging.disable(logging.CRITICAL)
@@ -464,17 +480,14 @@ def describe(meta: dict) -> str:
     return "; ".join(parts) or mode
 
 
-def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size, channel, axes, tile, refine,
-         quiet, level=0, preview=None, truth=None, tile_memory=None, split_pairs=True, mass_cut=True,
-         spot_size="auto") -> int:
+def _run(inputs, output, config: DetectorConfig, reading: _Reading, quiet, preview=None, truth=None) -> int:
     from .detector import Detector
     from .io import read_points
     from .scale import parse_spot_size
     from .zarr_io import read_input
 
-    min_distance = _triple(min_distance, "--min-distance")
-    voxel_size = _voxel_size(voxel_size)
-    tile = _triple(tile, "--tile", int)
+    voxel_size = _voxel_size(reading.voxel_size)
+    channel, axes, level, tile = reading.channel, reading.axes, reading.level, config.tile
     paths, bad = _input_paths(inputs)
     targets = _outputs(paths, output, several=len(inputs) > 1)
     pictures = _outputs(paths, preview, ".png", several=len(inputs) > 1) if preview else [None] * len(paths)
@@ -484,16 +497,12 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
     if not paths:
         return 2
     truth_zyx = read_points(truth) if truth else None
-    fixed_size = spot_size in ("auto", "off")
-    if not fixed_size:  # fail on a malformed value before any file is read (µm sizes need each stack's voxels)
-        try:
-            microns = spot_size.strip().lower().endswith(("um", "µm"))  # their size in voxels needs each stack's
-            parse_spot_size(spot_size, voxel_size or (1.0, 1.0, 1.0), check_range=voxel_size is not None or not microns)
+    if isinstance(config.spot_size, str) and config.spot_size not in ("auto", "off") and voxel_size is not None:
+        try:  # in µm (checked per stack by the Detector): with --voxel-size, check it before any file is read
+            parse_spot_size(config.spot_size, voxel_size)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-    detector = Detector(model_path, device=device, threshold=threshold, min_distance=min_distance, refine=refine,
-                        tile=tile, tile_memory=tile_memory, split_pairs=split_pairs, mass_cut=mass_cut,
-                        spot_size=spot_size if fixed_size else None)
+    detector = Detector(config=config)
     code = 2 if bad else 0
     several = len(paths) > 1
     warned = False
@@ -503,11 +512,6 @@ def _run(inputs, output, model_path, device, threshold, min_distance, voxel_size
                 stack = read_input(path, channel=channel, axes=axes, level=level)
                 if voxel_size is not None:
                     stack = dataclasses.replace(stack, voxel_size_um=voxel_size)
-                if not fixed_size:
-                    try:
-                        detector.spot_size = parse_spot_size(spot_size, stack.voxel_size_um)
-                    except ValueError as exc:
-                        raise InputError(f"{path}: {exc}") from None
                 if tile is not None and not warned:
                     warned = _warn_small_tile(detector, stack.data.shape[1:], tile, path)
                 tiles = detector.n_tiles(stack)

@@ -14,12 +14,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from . import memory, normalise, pairs, scale, tiling
 from . import threshold as autothreshold
+from .config import REFINEMENTS as REFINEMENTS  # noqa: F401  (importable from here as before)
+from .config import DetectorConfig, Triple, as_triple, check_threshold
 from .errors import InputError, where
 from .io import Stack, check_finite, release_pages
 from .model import Model
@@ -33,8 +35,7 @@ from .spots import Spots
 STRUCTURED_CORRELATION = 0.1
 DECOY_CROP = (32, 192, 192)  #: the part of a stack whose negation :meth:`Detector.decoy` searches
 AUTO_MARGIN = 2.0  #: an estimated spot size resamples the stack only beyond the model's range by this factor
-REFINEMENTS = ("lsq", "gaussian", "parabolic", "centroid", "none")
-Triple = tuple[float, float, float]
+OPTIONS = tuple(f.name for f in dataclasses.fields(DetectorConfig))  #: what ``Detector(**options)`` takes
 
 
 class TileCandidates(NamedTuple):
@@ -45,14 +46,6 @@ class TileCandidates(NamedTuple):
     scores: np.ndarray  # float32 (N,)
     intensity: np.ndarray  # float32 (N,)
     features: np.ndarray  # float64 (N, pairs.N_FEATURES); NaN rows where not measured (see Detector.split_pairs)
-
-
-def as_triple(value: float | Iterable[float], name: str) -> Triple:
-    """A scalar or three values (z, y, x) as a tuple of three floats."""
-    values = [float(value)] * 3 if np.isscalar(value) else [float(v) for v in value]  # type: ignore[arg-type, union-attr]
-    if len(values) != 3 or not all(np.isfinite(values)) or min(values) < 0:
-        raise InputError(f"{name} needs one value or three (z,y,x), all finite and >= 0; got {value!r}")
-    return values[0], values[1], values[2]
 
 
 def check_volume(volume: np.ndarray, path: object | None = None) -> None:
@@ -68,17 +61,6 @@ def check_volume(volume: np.ndarray, path: object | None = None) -> None:
         raise InputError(where(path, f"unsupported data type {volume.dtype}; use integer or float images"))
     if volume.dtype.kind == "f":
         check_finite(volume, path)
-
-
-def _check_threshold(value: object) -> float:
-    """A fixed threshold as a float in [0, 1); raises :class:`InputError` naming ``threshold``."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InputError(f"threshold must be a number in [0, 1) or 'auto', got {value!r}") from None
-    if not 0.0 <= number < 1.0:
-        raise InputError(f"threshold must be in [0, 1) (the density map is a sigmoid output), got {value}")
-    return number
 
 
 class _Negated:
@@ -102,50 +84,20 @@ class Detector:
     ----------
     model : str, os.PathLike, Model or None, optional
         Path to an exported model, a loaded :class:`Model`, or None for the model shipped in the package.
-    device : str, optional
-        "auto" (CUDA when it really works, else CPU), "cpu" or "cuda".
-    threshold : float, str or None, optional
-        A number in [0, 1) (density units), "auto" (each volume's own threshold from the model's noise
-        calibration, :mod:`dmdet_infer.threshold`), or None: "auto" when the model is calibrated, else its tuned
-        threshold (also the fallback of "auto" when no spot stands out of the noise). A number is the cut and
-        nothing else: which spots are split into pairs and how their masses are measured follow the model
+    config : DetectorConfig or None, optional
+        The detection options in one object (:class:`dmdet_infer.config.DetectorConfig`, built from the API, the
+        command line or a JSON file); None: the defaults. Its ``model`` is used when ``model`` is None.
+    **options
+        Any field of :class:`~dmdet_infer.config.DetectorConfig` (``device``, ``threshold``, ``min_distance``,
+        ``refine``, ``tile``, ``threads``, ``tile_memory``, ``split_pairs``, ``mass_cut``, ``spot_size``,
+        ``overlap``; each documented there), overriding ``config``'s. A fixed ``threshold`` is the cut and nothing
+        else: which spots are split into pairs and how their masses are measured follow the model
         (:attr:`split_min_score`, :attr:`window_level`), not this number.
-    min_distance : float or sequence of 3 floats, optional
-        Overrides the model's default (voxels, z,y,x).
-    refine : str, optional
-        Sub-voxel refinement, "lsq" (default: log-Gaussian fit by least squares over the 3x3x3 neighbourhood),
-        "gaussian" (per-axis log-Gaussian 3-point), "parabolic", "centroid" or "none".
-    tile : sequence of 3 ints or None, optional
-        Largest core (z,y,x) sent to the network at once; None chooses it from the volume size and the memory
-        (a quarter of the free RAM, or of the free GPU memory on CUDA, at most ``tile_memory`` bytes per tile,
-        measured once, when the detector is made).
-    threads : int or None, optional
-        ONNX Runtime's intra-op threads; None: its default.
-    tile_memory : float or None, optional
-        Most bytes per tile when ``tile`` is None; default 2 GiB.
-    split_pairs : bool, optional
-        Split spots that are two particles merged into one peak (:mod:`dmdet_infer.pairs`; density models only).
-        Only spots scoring at least :attr:`split_min_score` are considered, and their windows are bounded by the
-        other peaks scoring at least :attr:`window_level` (both the model's tuned threshold, whatever
-        ``threshold`` is).
-    mass_cut : bool, optional
-        With 'auto' and a calibration that has them, also cut on the spots' photometric mass
-        (:func:`dmdet_infer.threshold.choose_cut`); False: the score alone (:func:`dmdet_infer.threshold.choose`).
-    spot_size : "auto", "off", sequence of 3 floats or None, optional
-        The stack's spot σ in voxels (z, y, x; see :func:`dmdet_infer.scale.parse_spot_size` for µm and FWHM):
-        stacks whose spots lie outside the model's range are resampled to its spot size and the positions mapped
-        back. "auto" (default): estimated from each stack (:func:`dmdet_infer.scale.estimate`) and acted on only
-        when clearly outside the range (beyond it by a factor :data:`AUTO_MARGIN`); None or "off": never
-        resample. What was used is in ``Spots.meta["scale"]``.
-    overlap : bool or None, optional
-        Run the network on the next tile in a worker thread while this thread finds the peaks of the current one
-        (ONNX Runtime releases the GIL while it runs), and detect two frames at once where all frames are at hand
-        (:meth:`detect_stack`, :meth:`detect_frames` of a sequence or array). None (default): on when the model
-        runs on CUDA, off on the CPU (where both would compete for the same cores and two tiles or frames would
-        be in memory). The spots are the same either way.
 
     Attributes
     ----------
+    config : DetectorConfig
+        The options this detector was made with (``model`` set when a path was given).
     auto : bool
         Whether each volume gets its own threshold (:mod:`dmdet_infer.threshold`).
     fixed_threshold : float or None
@@ -168,8 +120,10 @@ class Detector:
     ------
     InputError
         When the model file is missing or not a valid ONNX model, CUDA is asked for but not active,
-        ``threshold`` is not a number in [0, 1) or "auto" ("auto" also needs a calibrated model), or
-        ``min_distance``, ``refine``, ``tile``, ``tile_memory`` or ``spot_size`` is invalid.
+        ``threshold`` is not a number in [0, 1) or "auto" ("auto" also needs a calibrated model), or another
+        option is invalid (the message names it).
+    TypeError
+        When an option is not a field of :class:`~dmdet_infer.config.DetectorConfig`.
 
     See Also
     --------
@@ -211,51 +165,45 @@ class Detector:
         self,
         model: str | os.PathLike | Model | None = None,
         *,
-        device: str = "auto",
-        threshold: float | str | None = None,
-        min_distance: float | Iterable[float] | None = None,
-        refine: str = "lsq",
-        tile: Iterable[int] | None = None,
-        threads: int | None = None,
-        tile_memory: float | None = None,
-        split_pairs: bool = True,
-        mass_cut: bool = True,
-        spot_size: Literal["auto", "off"] | Iterable[float] | None = "auto",
-        overlap: bool | None = None,
+        config: DetectorConfig | None = None,
+        **options: Any,
     ) -> None:
-        self.model = model if isinstance(model, Model) else Model(model, device=device, threads=threads)
-        self.overlap = self.model.on_cuda if overlap is None else bool(overlap)
+        unknown = [name for name in options if name not in OPTIONS]
+        if unknown:
+            raise TypeError(f"Detector() got an unexpected keyword argument {unknown[0]!r}; the options are the "
+                            f"fields of DetectorConfig: {', '.join(OPTIONS)}")
+        if config is None:
+            config = DetectorConfig(**options)
+        elif options:
+            config = config.replace(**options)
+        if model is not None and not isinstance(model, Model):
+            config = config.replace(model=model)
+        self.config = config
+        self.model = model if isinstance(model, Model) else Model(config.model, device=config.device,
+                                                                   threads=config.threads)
+        self.overlap = self.model.on_cuda if config.overlap is None else config.overlap
         info = self.model.info
+        threshold = config.threshold
         self.auto = threshold == "auto" or (threshold is None and info.noise_peaks is not None)
         if self.auto and info.noise_peaks is None:
             raise InputError("threshold='auto' needs a model with a noise calibration (dmdet.noise_peaks); this "
                              "model has none: re-export it with python -m export, or give a number")
-        self.fixed_threshold: float | None = None if self.auto else _check_threshold(
+        self.fixed_threshold: float | None = None if self.auto else check_threshold(
             info.threshold if threshold is None else threshold)
         self.fallback_threshold = float(info.threshold)
         self.split_min_score = float(info.threshold)
         self.window_level = float(info.threshold)
-        self.min_distance = as_triple(info.min_distance_zyx if min_distance is None else min_distance,
-                                      "min_distance")
-        if refine not in REFINEMENTS:
-            raise InputError(f"refine must be one of {', '.join(REFINEMENTS)}, got {refine!r}")
-        self.refine = refine
-        self.tile = None if tile is None else tuple(int(t) for t in tile)
-        if self.tile is not None and (len(self.tile) != 3 or min(self.tile) < 1):
-            raise InputError(f"tile needs three positive sizes Z,Y,X, got {tile!r}")
-        if tile_memory is not None and not tile_memory > 0:
-            raise InputError(f"tile_memory must be positive, got {tile_memory!r}")
+        self.min_distance = config.min_distance or as_triple(info.min_distance_zyx, "min_distance")
+        self.refine = config.refine
+        self.tile = config.tile
         width = info.config.get("width") if isinstance(info.config, dict) else None
-        self.max_tile_voxels = memory.tile_voxels(width, self.model.on_cuda, tile_memory)
-        self.split_pairs = bool(split_pairs) and info.kind == "density" and info.sigma_zyx is not None
-        self.cut = (bool(mass_cut) and self.auto and autothreshold.has_cut(info.noise_peaks)
+        self.max_tile_voxels = memory.tile_voxels(width, self.model.on_cuda, config.tile_memory)
+        self.split_pairs = config.split_pairs and info.kind == "density" and info.sigma_zyx is not None
+        self.cut = (config.mass_cut and self.auto and autothreshold.has_cut(info.noise_peaks)
                     and info.sigma_zyx is not None)
-        if spot_size is None or (isinstance(spot_size, str) and spot_size in ("auto", "off")):
-            self.spot_size: Literal["auto"] | Triple | None = None if spot_size in (None, "off") else "auto"
-        else:
-            self.spot_size = as_triple(spot_size, "spot_size")  # type: ignore[arg-type]  # not 'auto'/'off' here
-            if min(self.spot_size) <= 0:
-                raise InputError(f"spot_size must be positive, got {spot_size!r}")
+        #: "auto", None (never resample), σ in voxels, or a text spec in µm resolved with each volume's voxel size
+        self.spot_size: Literal["auto"] | Triple | str | None = (None if config.spot_size == "off"
+                                                                 else config.spot_size)
 
     def model_scale(self) -> tuple[Triple, tuple[tuple[float, float], ...]]:
         """(nominal spot σ, (low, high) per axis) the model works at; models that do not say: their target σ
@@ -271,16 +219,24 @@ class Detector:
         crop = scale.crop_region(volume.shape)
         return stats.apply(np.asarray(volume[crop]), crop)
 
-    def scale_for(self, volume, stats: normalise.Stats, centre: np.ndarray | None = None) -> scale.Scale:
+    def scale_for(self, volume, stats: normalise.Stats, centre: np.ndarray | None = None,
+                  voxel_size_um: Triple | None = None) -> scale.Scale:
         """The spot size of ``volume`` (given or estimated) and the resampling it needs (:mod:`scale`);
-        ``centre``: :meth:`centre`, when already computed."""
+        ``centre``: :meth:`centre`, when already computed; ``voxel_size_um``: the volume's, for a spot size
+        given in µm."""
         if self.spot_size is None:
             return scale.Scale(None, "not asked")
         nominal, valid = self.model_scale()
         sigma: Triple | None
-        if self.spot_size != "auto":
-            sigma = self.spot_size
+        if isinstance(self.spot_size, str) and self.spot_size != "auto":
+            try:
+                sigma = scale.parse_spot_size(self.spot_size, voxel_size_um)
+            except ValueError as exc:
+                raise InputError(str(exc)) from None
             return scale.Scale(sigma, "given", scale.factors_for(sigma, nominal, valid))
+        if self.spot_size != "auto":
+            given: Triple = self.spot_size  # type: ignore[assignment]  # a triple here
+            return scale.Scale(given, "given", scale.factors_for(given, nominal, valid))
         sigma, measured = scale.estimate(self.centre(volume, stats) if centre is None else centre)
         if sigma is None:
             return scale.Scale(None, "estimate: too few spots", None, measured)
@@ -300,9 +256,9 @@ class Detector:
     @threshold.setter
     def threshold(self, value: float) -> None:
         if self.fixed_threshold is None:
-            self.fallback_threshold = _check_threshold(value)
+            self.fallback_threshold = check_threshold(value)
         else:
-            self.fixed_threshold = _check_threshold(value)
+            self.fixed_threshold = check_threshold(value)
 
     @property
     def measure_level(self) -> float | None:
@@ -636,7 +592,10 @@ class Detector:
                 progress.update(len(cores))
             return Spots.empty(size, meta={**self.meta(), "threshold_mode": "constant image: nothing to detect"})
         centre = self.centre(volume, stats) if self.auto or self.spot_size == "auto" else None
-        found = self.scale_for(volume, stats, centre)
+        try:
+            found = self.scale_for(volume, stats, centre, size)
+        except InputError as exc:
+            raise InputError(where(path, str(exc))) from None
         if found.factors is not None:  # resample to the model's spot size, detect, map the positions back
             spots = self._detect_resampled(scale.resample(volume, found.factors), size, progress, cores)
             c = scale.to_input(spots.zyx, found.factors)

@@ -4,7 +4,8 @@ Each frame of each input is cut into the detector's tiles; one task per tile com
 plus margin) and returns its peak candidates; the client merges each frame's candidates with the global
 min-distance suppression, so the spots equal single-process :meth:`Detector.detect` (no duplicates on seams).
 Workers open the inputs themselves (TIFF and Zarr read lazily: shared storage, nothing large travels) and keep one
-:class:`Detector` (one ONNX Runtime session) per process, reused by every task. In-memory arrays are scattered.
+:class:`Detector` (one ONNX Runtime session) per process and :class:`~dmdet_infer.config.DetectorConfig`, reused by
+every task: the config is what travels. In-memory arrays are scattered.
 """
 
 from __future__ import annotations
@@ -14,42 +15,30 @@ import logging
 import os
 import signal
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from . import pairs
+from .config import DetectorConfig
 from .detector import Detector, TileCandidates, check_volume
 from .errors import DmdetError, InputError
 from .io import Stack
 from .normalise import Stats
 from .spots import Spots
 
-__all__ = ["DetectorSpec", "connect", "detect_many"]
+__all__ = ["DetectorConfig", "DetectorSpec", "connect", "detect_many"]
 
-_CACHE: dict[Any, Any] = {}  # per worker process: DetectorSpec -> Detector, source -> Stack
+_CACHE: dict[Any, Any] = {}  # per worker process: DetectorConfig -> Detector, source -> Stack
 
 
 @dataclass(frozen=True)
-class DetectorSpec:
-    """What a worker needs to build the same :class:`Detector` (picklable, hashable)."""
+class DetectorSpec(DetectorConfig):
+    """:class:`~dmdet_infer.config.DetectorConfig` on the CPU by default (the name and default of before the
+    config; its fields in the same order): what a worker needs to build the same :class:`Detector`."""
 
-    model: str | None = None
-    device: str = "cpu"
-    threshold: float | str | None = None
-    min_distance: tuple[float, float, float] | None = None
-    refine: str = "lsq"
-    tile: tuple[int, int, int] | None = None
-    threads: int | None = None
-    tile_memory: float | None = None
-    split_pairs: bool = True
-    mass_cut: bool = True
-
-    def build(self) -> Detector:
-        return Detector(self.model, device=self.device, threshold=self.threshold, min_distance=self.min_distance,
-                        refine=self.refine, tile=self.tile, threads=self.threads, tile_memory=self.tile_memory,
-                        split_pairs=self.split_pairs, mass_cut=self.mass_cut)
+    device: str = field(default="cpu", metadata=DetectorConfig.__dataclass_fields__["device"].metadata)
 
 
 @dataclass(frozen=True)
@@ -60,7 +49,7 @@ class _Source:
     level: int = 0
 
 
-def _detector(spec: DetectorSpec) -> Detector:
+def _detector(spec: DetectorConfig) -> Detector:
     det = _CACHE.get(spec)
     if det is None:
         det = _CACHE[spec] = spec.build()
@@ -78,7 +67,7 @@ def _stack(source: _Source | np.ndarray) -> Stack:
     return stack
 
 
-def _frame_stats(spec: DetectorSpec, source: _Source | np.ndarray, frame: int) -> Stats:
+def _frame_stats(spec: DetectorConfig, source: _Source | np.ndarray, frame: int) -> Stats:
     """Task: check one frame (rank, type, NaN/Inf) and return its normalisation statistics."""
     stack = _stack(source)
     volume = stack.data[frame]
@@ -89,7 +78,7 @@ def _frame_stats(spec: DetectorSpec, source: _Source | np.ndarray, frame: int) -
     return _detector(spec).stats(volume)
 
 
-def _tile(spec: DetectorSpec, source: _Source | np.ndarray, frame: int, core: tuple,
+def _tile(spec: DetectorConfig, source: _Source | np.ndarray, frame: int, core: tuple,
           stats: Stats) -> TileCandidates:
     """Task: peak candidates of one tile's core."""
     det = _detector(spec)
@@ -148,7 +137,7 @@ def _quiet_ctrl_c() -> None:
 def detect_many(
     client: Any,
     inputs: Sequence[str | os.PathLike | np.ndarray],
-    spec: DetectorSpec = DetectorSpec(),
+    spec: DetectorConfig = DetectorSpec(),
     *,
     channel: int | None = None,
     axes: str | None = None,
@@ -156,7 +145,9 @@ def detect_many(
     voxel_size_um: tuple[float, float, float] | None = None,
 ) -> list[Spots | DmdetError]:
     """Spots of every input (stack files, Zarr stores or ZYX/TZYX arrays), one table per input, tiles and
-    frames spread over the cluster. An input that fails gives a :class:`DmdetError` in its place (an
+    frames spread over the cluster. ``spec``: the detection options (a :class:`~dmdet_infer.config.DetectorConfig`,
+    sent to the workers as it is; default: the defaults on the CPU); its ``model`` must be a path the workers see.
+    An input that fails gives a :class:`DmdetError` in its place (an
     :class:`InputError` for a user error, exit code 1 otherwise) and the others go on."""
     local = spec.build()  # the client's copy: tile plan and merging (nothing heavy runs here)
     plans: list[InputError | tuple[Stack, list[tuple[Any, list[Any]]]]] = []

@@ -10,7 +10,7 @@ from onnx_models import render_spots
 
 distributed = pytest.importorskip("dask.distributed")
 
-from dmdet_infer import Detector  # noqa: E402
+from dmdet_infer import Detector, DetectorConfig  # noqa: E402
 from dmdet_infer.cli import main  # noqa: E402
 from dmdet_infer.distributed import _CACHE, DetectorSpec, detect_many  # noqa: E402
 from dmdet_infer.errors import InputError  # noqa: E402
@@ -48,8 +48,8 @@ def _count_detectors():
 
 
 def test_tiles_of_one_volume_and_files_match_single_process(client, pooled_model_path, tmp_path):
-    spec = DetectorSpec(str(pooled_model_path), tile=TILE, min_distance=(1, 2, 2))
-    single = Detector(pooled_model_path, device="cpu", tile=TILE, min_distance=(1, 2, 2))
+    spec = DetectorConfig(str(pooled_model_path), device="cpu", tile=TILE, min_distance=(1, 2, 2))
+    single = Detector(config=spec)  # the same config object, sent to the workers as it is
     volume = _volume(0)
     path = tmp_path / "v.tif"
     tifffile.imwrite(path, _volume(1).astype(np.uint16), imagej=True, resolution=(10.0, 10.0),
@@ -104,3 +104,14 @@ def test_cli_scheduler_writes_one_csv(client, pooled_model_path, tmp_path):
     assert result.exit_code == 0, result.output
     assert out.read_text() == single.read_text()
     assert out.read_text().splitlines()[0].startswith("frame,")
+
+
+def test_detector_spec_is_the_config_on_the_cpu(pooled_model_path):
+    """The name of before the config: the same fields in the same order, device "cpu" by default."""
+    spec = DetectorSpec(str(pooled_model_path), "cpu", 0.3, (1, 2, 2), "lsq", TILE, 1, None, True, False)
+    assert isinstance(spec, DetectorConfig) and DetectorSpec().device == "cpu" and DetectorConfig().device == "auto"
+    assert spec.to_dict() == {**DetectorConfig().to_dict(), "model": str(pooled_model_path), "device": "cpu",
+                              "threshold": 0.3, "min_distance": [1.0, 2.0, 2.0], "tile": list(TILE), "threads": 1,
+                              "mass_cut": False}
+    assert hash(spec) == hash(DetectorSpec(**spec.to_dict()))
+    assert spec.build().fixed_threshold == 0.3

@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "dmdet_infer",  # the package's __init__: the quick start
     "dmdet_infer.detector",
+    "dmdet_infer.config",
     "dmdet_infer.spots",
     "dmdet_infer.io",
     "dmdet_infer.errors",

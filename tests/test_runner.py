@@ -53,3 +53,14 @@ def test_evaluate_scores_what_dmdet_infer_finds(tmp_path):
     spots = Detector(EXPORTED).detect(tifffile.imread(folder / "s3.tif"))
     assert stack["n_pred"] == len(spots) and stack["threshold"] == spots.meta["threshold"]
     assert result["pooled"]["f1"] == stack["f1"] > 0.8
+
+
+def test_the_evaluation_takes_the_detection_config():
+    from dmdet_infer import DetectorConfig
+
+    config = DetectorConfig(threshold=0.5, split_pairs=False, refine="gaussian", model="ignored.onnx")
+    detector, _ = detector_for(EXPORTED, config=config)  # the model is the path given, not the config's
+    assert (detector.fixed_threshold, detector.split_pairs, detector.refine) == (0.5, False, "gaussian")
+    assert detector.model.path == EXPORTED and detector.config == config
+    detector, _ = detector_for(EXPORTED, threshold=0.3, config=config)  # threshold overrides the config's
+    assert detector.fixed_threshold == 0.3 and detector.config == config.replace(threshold=0.3)

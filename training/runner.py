@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dmdet_infer.config import DetectorConfig
 from dmdet_infer.detector import Detector
 from dmdet_infer.model import Model
 from training.config import TrainConfig
@@ -49,10 +50,14 @@ class TorchModel(Model):
 
 
 def detector_for(path: str | Path, threshold: float | str | None = None, norm: str = "running",
-                 **options: Any) -> tuple[Detector, TrainConfig]:
+                 config: DetectorConfig | None = None, **options: Any) -> tuple[Detector, TrainConfig]:
     """``(Detector, training config)`` for an exported model (``.onnx``: its metadata's config) or a training
-    checkpoint (:class:`TorchModel`). ``threshold`` None: the model's default (``"auto"`` when it holds a noise
-    calibration, which only export adds; else its tuned threshold)."""
+    checkpoint (:class:`TorchModel`). ``config``: the detection options as ``dmdet-infer`` takes them
+    (:class:`dmdet_infer.config.DetectorConfig`; its ``model`` is not used: ``path`` is the model); ``threshold``
+    and ``options`` override its fields. ``threshold`` None: the config's (by default the model's default:
+    ``"auto"`` when it holds a noise calibration, which only export adds; else its tuned threshold)."""
+    if threshold is not None:
+        options["threshold"] = threshold
     path = Path(path)
     if path.suffix == ".onnx":
         model = Model(path, device="cpu")
@@ -64,4 +69,4 @@ def detector_for(path: str | Path, threshold: float | str | None = None, norm: s
     else:
         model = TorchModel(path, norm)
         cfg = model.config
-    return Detector(model, threshold=threshold, **options), cfg
+    return Detector(model, config=config, **options), cfg
