@@ -1,5 +1,8 @@
 """Small dmdet-compatible ONNX models built with ``onnx.helper`` for the tests (no torch, nothing downloaded).
 
+Needs only dmdet_infer, numpy and onnx (never ``training/``), so the inference tests also run against the installed
+wheel (tests/wheel_tests.txt).
+
 The "smoothing network" is a fixed anisotropic Gaussian convolution of the normalised input followed by
 ``sigmoid(gain * (s - centre))``: a crude but honest spot detector whose density map peaks at bright spots. With
 ``pool=True`` it also max-pools and trilinearly upsamples by 2 in y and x, so inputs must be padded to a stride
@@ -15,7 +18,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from dmdet_infer.metadata import ModelInfo, to_props
-from training import simulate
 
 OPSET = 17
 
@@ -90,11 +92,41 @@ def smoothing_model(
     return model
 
 
+def gaussian_spots(shape, positions, sigma_zyx, amplitude=1.0, truncate=4.0) -> np.ndarray:
+    """Sum of Gaussian spots (peak ``amplitude`` at a voxel-centred spot) rendered in local boxes; float64 ZYX.
+
+    The same numbers as ``training.simulate.render_spots`` with its defaults (tests/test_simulate.py checks), here so
+    that the tests need no ``training/``.
+    """
+    shape = tuple(int(s) for s in shape)
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    out = np.zeros(int(np.prod(shape)), dtype=np.float64)
+    if len(pos) == 0:
+        return out.reshape(shape)
+    amp = np.broadcast_to(np.asarray(amplitude, dtype=np.float64), (len(pos),))
+    profiles = []
+    for a in range(3):  # per spot and axis: voxel indices (N, w) and profile values (N, w), 0 outside the volume
+        r = int(np.ceil(truncate * float(sigma_zyx[a])))
+        if 2 * r + 1 >= shape[a]:
+            idx = np.broadcast_to(np.arange(shape[a]), (len(pos), shape[a]))
+        else:
+            idx = (np.floor(pos[:, a] + 0.5).astype(np.int64) - r)[:, None] + np.arange(2 * r + 1)
+        g = np.exp(-0.5 * ((idx - pos[:, a, None]) / float(sigma_zyx[a])) ** 2)
+        profiles.append((np.clip(idx, 0, shape[a] - 1), np.where((idx >= 0) & (idx < shape[a]), g, 0.0)))
+    (iz, gz), (iy, gy), (ix, gx) = profiles
+    step = max(1, 2_000_000 // (iz.shape[1] * iy.shape[1] * ix.shape[1]))
+    for s in range(0, len(pos), step):
+        sl = slice(s, s + step)
+        vals = (amp[sl, None, None, None] * gz[sl, :, None, None]) * (gy[sl, None, :, None] * gx[sl, None, None, :])
+        flat = (iz[sl, :, None, None] * shape[1] + iy[sl, None, :, None]) * shape[2] + ix[sl, None, None, :]
+        out += np.bincount(flat.ravel(), weights=vals.ravel(), minlength=out.size)
+    return out.reshape(shape)
+
+
 def render_spots(shape, positions, amplitude=60.0, background=10.0, sigma_zyx=(1.0, 1.5, 1.5), seed=0,
                  noise=True) -> np.ndarray:
     """A small synthetic stack (Poisson noise) with Gaussian spots at ``positions`` (N,3 zyx)."""
-    image = background + simulate.render_spots(tuple(shape), np.asarray(positions, float).reshape(-1, 3),
-                                                tuple(sigma_zyx), amplitude)
+    image = background + gaussian_spots(shape, positions, tuple(sigma_zyx), amplitude)
     if noise:
         image = np.random.default_rng(seed).poisson(image)
     return image.astype(np.float32)

@@ -149,3 +149,15 @@ def test_crlb_reproduces_table() -> None:
     r = crlb_3d(1)
     assert r["sd_xy"] == pytest.approx(0.544, rel=0.03) and r["sd_z"] == pytest.approx(0.363, rel=0.03)
     assert r["photons"] == pytest.approx(131, rel=0.01)
+
+
+def test_the_tests_renderer_is_the_simulators() -> None:
+    """tests/onnx_models.py renders spots without training/ (so the inference tests run against the wheel): the same
+    numbers as render_spots, spots at the edges, wider than the volume and more than one chunk included."""
+    from onnx_models import gaussian_spots
+
+    rng = np.random.default_rng(3)
+    for shape, n, sigma, amp in [((8, 56, 56), 5, (1.0, 1.5, 1.5), 60.0), ((3, 20, 30), 7, (2.0, 1.0, 4.0), 5.0),
+                                 ((10, 128, 128), 9000, (1.0, 1.5, 1.5), rng.uniform(1, 9, 9000))]:
+        pos = rng.uniform(-1.5, np.array(shape) + 0.5, (n, 3))
+        np.testing.assert_array_equal(gaussian_spots(shape, pos, sigma, amp), render_spots(shape, pos, sigma, amp))
