@@ -36,7 +36,8 @@ while read -r line; do
 done < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' "$checkout/tests/wheel_tests.txt")
 for f in conftest.py onnx_models.py "${tests[@]}"; do cp "$checkout/tests/$f" "$work/run/tests/"; done
 cp -r "$checkout/examples" "$work/run/"
-echo "wheel run: $(basename "${wheel[0]}"), ${#tests[@]} test files, setup $((SECONDS - start)) s"
 cd "$work/run"
+echo "wheel run: $(basename "${wheel[0]}") as $("$work/venv/bin/python" -c 'import dmdet_infer; print(dmdet_infer.__file__)'),"\
+     "${#tests[@]} test files, setup $((SECONDS - start)) s"
 DMDET_WHEEL_RUN="$checkout" "$work/venv/bin/python" -m pytest -q -ra -p no:cacheprovider "${tests[@]/#/tests/}" "${deselect[@]}" "$@"
 echo "wheel run: $((SECONDS - start)) s in all"
