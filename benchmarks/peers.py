@@ -271,20 +271,29 @@ class GridTuner:
         return {**self.settings[i], self.key: picks[i][0]}, float(picks[i][1])
 
 
+class _Found(NamedTuple):
+    """A volume's spots as :func:`training.evaluate.tune_threshold_peaks` reads them."""
+
+    coords: np.ndarray
+    scores: np.ndarray
+
+
 class DmdetTuner:
-    """dmdet's threshold as in Table 1: peaks at the floor threshold per volume, ``tune_threshold_peaks``."""
+    """dmdet's fixed threshold as in Table 1: the shipped pipeline's spots (``Detector.detect``) at the floor
+    threshold per volume, filtered by score (a fixed threshold only cuts), ``tune_threshold_peaks``."""
 
     def __init__(self, device: str = "cpu", threads: int | None = None) -> None:
+        from dmdet_infer.detector import Detector
+
         self.device, self.threads = device, threads
         self.det = dmdet_detector(device, threads)
+        self.floor = Detector(self.det.model, threshold=ev.FLOOR_THRESHOLD)
         self.peaks: list = []
         self.truths: list[np.ndarray] = []
 
     def add(self, volume: np.ndarray, truth: np.ndarray) -> None:
-        from dmdet_infer.peaks import find_peaks
-
-        det = self.det
-        self.peaks.append(find_peaks(det.density(volume), ev.FLOOR_THRESHOLD, det.min_distance, det.refine))
+        spots = self.floor.detect(volume)
+        self.peaks.append(_Found(spots.zyx, spots.score))
         self.truths.append(truth)
 
     def best(self) -> tuple[dict, float]:

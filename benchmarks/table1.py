@@ -10,18 +10,22 @@ the training code simulates item i with ``SeedSequence([train_seed, i])`` (two w
 trailing zero words, hence the i + 1), so evaluation volumes are never training volumes, whichever seeds were used.
 
 Tuning on the validation split: SEF3D's LoG sigmas (0.75x/1x/1.25x the PSF on z and xy) and k (threshold mean +
-k*sd of the response, integer maxima as in the paper), and each model's peak threshold (mean per-image F1; peaks are
-found once per validation volume and filtered by score, so only peaks are cached, never volumes or maps).
+k*sd of the response, integer maxima as in the paper), and each model's fixed threshold (mean per-image F1). Every
+dm row runs the shipped pipeline, ``dmdet_infer.Detector.detect`` (tiles, lsq refinement, pair split): a fixed
+threshold only cuts (the pair split and the masses do not depend on it), so one detection per validation volume
+at the lowest threshold, filtered by score, gives every threshold's spots.
 
-Rows: "sef3d", one per ``--model``, "dm (integer maxima)" (the dm model's detections at their integer voxels,
-i.e. ``refine="none"``: the sub-voxel refinement ablation) and "dm (lsq refinement)" (the same detections
-refined by the 3x3x3 log-quadratic least-squares fit instead of the per-axis 3-point log-Gaussian), and, for a
+Rows: "sef3d", one per ``--model`` (its tuned fixed threshold), "dm (integer maxima)" (the same with
+``refine="none"``: the sub-voxel refinement ablation) and "dm (3-point refinement)" (``refine="gaussian"``, the
+per-axis 3-point log-Gaussian, instead of the default 3x3x3 log-quadratic least-squares fit), and, for a
 model with a noise calibration, "NAME (auto threshold)": what ``dmdet-infer`` does by default, through the same
 ``Detector.detect`` (the spot-size estimate, each volume's own cut on score and photometric mass from the
 calibration with the structured-background and negated-stack checks, :mod:`dmdet_infer.threshold`, nothing tuned
 on validation; lsq refinement; merged pairs split, :mod:`dmdet_infer.pairs`), and "NAME (auto, no pair split)",
 the same without the pair split (ablation). Before 2026-11-30 17:40 UTC these rows ran the tiles and the merge
-without the spot-size estimate and the negated-stack check.
+without the spot-size estimate and the negated-stack check. Before 2026-12-01 03:10 UTC the fixed-threshold rows
+ran ``find_peaks`` on the whole density map (no tiles, no pair split) with the 3-point refinement, and the
+ablation row was "dm (lsq refinement)".
 Writes OUT.md (table), OUT.json (per-image results, tuned parameters, timing, machine) and OUT.png (F1 and RMSE
 vs SNR, with the paper's DM-DetNet3D and the CRLB).
 """
@@ -39,6 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -51,9 +56,16 @@ from training.simulate import PTC_SNRS  # noqa: E402
 
 SEF3D_KS = tuple(float(k) for k in np.round(np.arange(0.5, 12.01, 0.5), 2))
 INTEGER_ROW = "dm (integer maxima)"
-LSQ_ROW = "dm (lsq refinement)"
+GAUSSIAN_ROW = "dm (3-point refinement)"
 AUTO_SUFFIX = " (auto threshold)"
 NO_SPLIT_SUFFIX = " (auto, no pair split)"
+
+
+class _Found(NamedTuple):
+    """A volume's spots as :func:`training.evaluate.tune_threshold_peaks` reads them."""
+
+    coords: np.ndarray
+    scores: np.ndarray
 
 
 def _model_arg(text: str) -> tuple[str, str]:
@@ -89,8 +101,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     names = [n for n, _ in args.model]
     if len(set(names)) != len(names):
         p.error(f"--model names must be unique, got {names}")
-    if {INTEGER_ROW, LSQ_ROW, "sef3d"} & set(names):
-        p.error("--model names 'sef3d', 'dm (integer maxima)' and 'dm (lsq refinement)' are reserved")
+    if {INTEGER_ROW, GAUSSIAN_ROW, "sef3d"} & set(names):
+        p.error(f"--model names 'sef3d', {INTEGER_ROW!r} and {GAUSSIAN_ROW!r} are reserved")
     if args.n_per_cell < 1 or args.n_val_per_cell < 1:
         p.error("--n-per-cell and --n-val-per-cell must be >= 1")
     return args
@@ -225,7 +237,6 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from dmdet_infer.detector import Detector
-    from dmdet_infer.peaks import find_peaks
     from dmdet_infer.peaks import warmup as warmup_peaks
 
     overrides = {} if args.shape is None else {"shape": args.shape}
@@ -241,26 +252,32 @@ def main(argv: list[str] | None = None) -> int:
                            Detector(det.model, threshold="auto", split_pairs=False))
     t_start = time.perf_counter()
 
-    # Validation: stream volumes once; keep only peaks (at the floor threshold) per model and SEF3D F1 sums.
+    # Validation: stream volumes once; keep only spots (at the floor threshold) per model and SEF3D F1 sums.
     sigmas = ev.sef3d_sigma_grid()
     tuner = ev.Sef3dTuner(sigmas, SEF3D_KS)
     val_peaks: dict[str, list] = {name: [] for name in detectors}
+    floors = {name: Detector(det.model, threshold=ev.FLOOR_THRESHOLD) for name, (det, _) in detectors.items()}
     truths = []
     n_val = len(PTC_SNRS) * 3 * args.n_val_per_cell
     for vol, pos, _meta in tqdm(ev.iter_split(args.seed, ev.SPLIT_VALIDATION, args.n_val_per_cell, **overrides),
                                 total=n_val, desc="validation", file=sys.stderr):
         truths.append(pos)
         tuner.add(vol, pos)
-        for name, (det, _) in detectors.items():
-            val_peaks[name].append(find_peaks(det.density(vol), ev.FLOOR_THRESHOLD, det.min_distance, "gaussian"))
+        for name, floor in floors.items():
+            spots = floor.detect(vol)
+            val_peaks[name].append(_Found(spots.zyx, spots.score))
     sef_params, sef_val_f1 = tuner.best()
     tuned: dict[str, dict] = {"sef3d": {**sef_params, "val_f1": sef_val_f1, "sigma_grid": sigmas,
                                         "k_grid": list(SEF3D_KS)}}
+    fixed = {}  # name -> {row: Detector at the tuned threshold}
     for name, (det, _) in detectors.items():
         thr, f1, curve = ev.tune_threshold_peaks(val_peaks[name], truths)
-        det.threshold = thr
+        fixed[name] = {name: Detector(det.model, threshold=thr)}
+        if name == "dm":
+            fixed[name][INTEGER_ROW] = Detector(det.model, threshold=thr, refine="none")
+            fixed[name][GAUSSIAN_ROW] = Detector(det.model, threshold=thr, refine="gaussian")
         tuned[name] = {"threshold": thr, "val_f1": f1, "curve": curve, "min_distance": list(det.min_distance),
-                       "refine": "gaussian", "model_default_threshold": det.info.threshold}
+                       "refine": det.refine, "model_default_threshold": det.info.threshold}
     del val_peaks, truths
     t_val = time.perf_counter() - t_start
 
@@ -272,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = []
         if name == "dm":
             results[INTEGER_ROW] = []
-            results[LSQ_ROW] = []
+            results[GAUSSIAN_ROW] = []
         if name in autos:
             results[f"{name}{AUTO_SUFFIX}"] = []
             results[f"{name}{NO_SPLIT_SUFFIX}"] = []
@@ -283,19 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         pred = sef3d_detect(vol, sef_params["sigma_zyx"], sef_params["k"], sef_params["refine"],
                             sef_params["min_distance"])
         results["sef3d"].append(ev.score_item(pred, pos, meta, time.perf_counter() - t0))
-        for name, (det, _) in detectors.items():
-            t0 = time.perf_counter()
-            density = det.density(vol)
-            t1 = time.perf_counter()
-            peaks = find_peaks(density, det.threshold, det.min_distance, "gaussian")
-            t2 = time.perf_counter()
-            timing = {"seconds_density": t1 - t0, "seconds_peaks": t2 - t1}
-            results[name].append({**ev.score_item(peaks.coords, pos, meta, t2 - t0), **timing})
-            if name == "dm":  # refine="none": the same peaks at their integer voxels
-                integer = ev.score_item(peaks.voxels.astype(np.float64), pos, meta, t2 - t0)
-                results[INTEGER_ROW].append({**integer, **timing})
-                lsq = find_peaks(density, det.threshold, det.min_distance, "lsq")  # same peaks, other refinement
-                results[LSQ_ROW].append({**ev.score_item(lsq.coords, pos, meta, t2 - t0), **timing})
+        for name in detectors:
+            for row, det in fixed[name].items():
+                t0 = time.perf_counter()
+                spots = det.detect(vol)
+                results[row].append(ev.score_item(spots.zyx, pos, meta, time.perf_counter() - t0))
             if name in autos:  # what dmdet-infer does by default: Detector.detect (spot size, threshold, split)
                 auto, no_split = autos[name]
                 t0 = time.perf_counter()
@@ -315,9 +324,7 @@ def main(argv: list[str] | None = None) -> int:
               f"validation: {args.n_val_per_cell} per cell. Tuned on validation: SEF3D sigma_zyx "
               f"{tuple(sef_params['sigma_zyx'])}, k {sef_params['k']}; "
               + ", ".join(f"{n} threshold {tuned[n]['threshold']:.2f}" for n in detectors) + ".\n\n")
-    timing = {name: {"seconds_per_volume": _mean_seconds(res),
-                     "density_seconds": _mean_seconds(res, "seconds_density"),
-                     "peaks_seconds": _mean_seconds(res, "seconds_peaks")} for name, res in results.items()}
+    timing = {name: {"seconds_per_volume": _mean_seconds(res)} for name, res in results.items()}
     timing_md = "\n".join(f"- {n}: {t['seconds_per_volume']:.3f} s per volume" for n, t in timing.items())
     text = header + md + "\nMean detection time per test volume (this machine):\n\n" + timing_md + "\n"
 

@@ -150,7 +150,7 @@ def test_table1_main_end_to_end(tmp_path, pooled_model_path, model_path, capsys)
     assert "dm (integer maxima)" in md and "paper DM-DetNet3D" in md and "sef3d" in md
     assert md in capsys.readouterr().out
     report = json.loads(Path(f"{out}.json").read_text())
-    assert set(report["results"]) == {"sef3d", "dm", "plain", "dm (integer maxima)", "dm (lsq refinement)",
+    assert set(report["results"]) == {"sef3d", "dm", "plain", "dm (integer maxima)", "dm (3-point refinement)",
                                       "plain (auto threshold)", "plain (auto, no pair split)"}
     auto, no_split = report["results"]["plain (auto threshold)"], report["results"]["plain (auto, no pair split)"]
     assert all(a["n_pred"] >= b["n_pred"] for a, b in zip(auto, no_split))  # a split only ever adds spots
