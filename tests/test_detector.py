@@ -113,8 +113,12 @@ def test_frames_stream_with_frame_index_and_units(detector, tmp_path):
     assert len(lines) == 1 + len(table)
 
 
-def test_warmup_runs(detector):
+def test_warmup_compiles_the_rare_numba_paths(detector):
+    from dmdet_infer import peaks
+
     detector.warmup()
+    assert {"_resolve_plateaus", "_plateau_open", "_suppress_cells"} <= set(peaks._JITTED)
+    assert all(kernel.signatures for kernel in peaks._JITTED.values())
 
 
 def test_overlap_gives_the_same_spots(pooled_model_path):

@@ -43,8 +43,12 @@ def test_config_json_round_trip(tmp_path):
 def test_shipped_configs_load():
     from pathlib import Path
 
-    for path in sorted((Path(__file__).parents[1] / "training" / "configs").glob("*.json")):
-        TrainConfig.load(path)
+    paths = sorted((Path(__file__).parents[1] / "training" / "configs").glob("*.json"))
+    assert len(paths) >= 5
+    for path in paths:
+        cfg = TrainConfig.load(path)
+        assert cfg.name and cfg.width > 0, path
+        assert TrainConfig.from_dict(cfg.to_dict()) == cfg, path  # nothing in the file is dropped or changed
 
 
 def test_normalisation_matches_inference():
