@@ -271,13 +271,6 @@ class GridTuner:
         return {**self.settings[i], self.key: picks[i][0]}, float(picks[i][1])
 
 
-class _Found(NamedTuple):
-    """A volume's spots as :func:`training.evaluate.tune_threshold_peaks` reads them."""
-
-    coords: np.ndarray
-    scores: np.ndarray
-
-
 class DmdetTuner:
     """dmdet's fixed threshold as in Table 1: the shipped pipeline's spots (``Detector.detect``) at the floor
     threshold per volume, filtered by score (a fixed threshold only cuts), ``tune_threshold_peaks``."""
@@ -293,7 +286,7 @@ class DmdetTuner:
 
     def add(self, volume: np.ndarray, truth: np.ndarray) -> None:
         spots = self.floor.detect(volume)
-        self.peaks.append(_Found(spots.zyx, spots.score))
+        self.peaks.append(ev.Found(spots.zyx, spots.score))
         self.truths.append(truth)
 
     def best(self) -> tuple[dict, float]:

@@ -43,7 +43,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -59,13 +58,6 @@ INTEGER_ROW = "dm (integer maxima)"
 GAUSSIAN_ROW = "dm (3-point refinement)"
 AUTO_SUFFIX = " (auto threshold)"
 NO_SPLIT_SUFFIX = " (auto, no pair split)"
-
-
-class _Found(NamedTuple):
-    """A volume's spots as :func:`training.evaluate.tune_threshold_peaks` reads them."""
-
-    coords: np.ndarray
-    scores: np.ndarray
 
 
 def _model_arg(text: str) -> tuple[str, str]:
@@ -265,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         tuner.add(vol, pos)
         for name, floor in floors.items():
             spots = floor.detect(vol)
-            val_peaks[name].append(_Found(spots.zyx, spots.score))
+            val_peaks[name].append(ev.Found(spots.zyx, spots.score))
     sef_params, sef_val_f1 = tuner.best()
     tuned: dict[str, dict] = {"sef3d": {**sef_params, "val_f1": sef_val_f1, "sigma_grid": sigmas,
                                         "k_grid": list(SEF3D_KS)}}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -114,6 +115,13 @@ def score_item(pred: np.ndarray, positions: np.ndarray, meta: Mapping, seconds: 
     s = score(pred, positions, gate)
     return {"index": meta.get("index"), "snr": float(meta["snr"]), "density": meta.get("density"),
             "n_true": int(len(positions)), "n_pred": int(len(pred)), **s, "seconds": float(seconds)}
+
+
+class Found(NamedTuple):
+    """A volume's detections as :func:`tune_threshold_peaks` reads them (``Spots``: ``Found(s.zyx, s.score)``)."""
+
+    coords: np.ndarray
+    scores: np.ndarray
 
 
 def _mean_f1(peaks: Sequence[Peaks], truths: Sequence[np.ndarray], threshold: float, gate: float) -> float:
