@@ -64,3 +64,36 @@ def test_the_evaluation_takes_the_detection_config():
     assert detector.model.path == EXPORTED and detector.config == config
     detector, _ = detector_for(EXPORTED, threshold=0.3, config=config)  # threshold overrides the config's
     assert detector.fixed_threshold == 0.3 and detector.config == config.replace(threshold=0.3)
+
+
+def test_evaluate_cli_takes_a_detection_config_file(tmp_path):
+    import json
+
+    import tifffile
+    from click.testing import CliRunner
+
+    from training.__main__ import main
+
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    for k in range(4):
+        vol, pos = simulate(SimParams(shape=(10, 64, 64), n_particles=12, snr=4.0), np.random.default_rng(20 + k))
+        tifffile.imwrite(folder / f"s{k}.tif", vol)
+        np.savetxt(folder / f"s{k}.csv", pos, delimiter=",", header="z,y,x", comments="")
+    config = tmp_path / "options.json"
+    config.write_text(json.dumps({"threshold": 0.95, "split_pairs": False}))
+    out = tmp_path / "scores.json"
+    args = ["evaluate", str(EXPORTED), "--data", str(folder), "--counts", "2,1", "-o", str(out)]
+    result = CliRunner().invoke(main, [*args, "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    strict = json.loads(out.read_text())
+    assert strict["threshold"] == 0.95
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    default = json.loads(out.read_text())
+    assert default["threshold"] == "auto" and strict["pooled"]["fp"] + strict["pooled"]["tp"] < \
+        default["pooled"]["fp"] + default["pooled"]["tp"]  # a cut at 0.95 keeps fewer spots
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"threshold": 2}))
+    result = CliRunner().invoke(main, [*args, "--config", str(bad)])
+    assert result.exit_code == 2 and "threshold" in result.output

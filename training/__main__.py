@@ -191,14 +191,24 @@ def _with_settings(cfg, settings: tuple[str, ...]):
               help="score on the data of this training run (run directory, checkpoint, config or exported model): "
                    "its stacks, split as it split them; e.g. the shipped model on a fine-tuning run's test stacks")
 @split_options
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, metavar="FILE",
+              help="detection options as dmdet-infer --config takes them (JSON; its model is not used); "
+                   "--threshold overrides its threshold")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="write the scores as JSON")
 def evaluate(checkpoint: str, split: str, norm: str, threshold: str | None, n_stacks: int | None,
              shape: str | None, data_folder: str | None, data_of: str | None, train_stacks: tuple[str, ...],
              val_stacks: tuple[str, ...], test_stacks: tuple[str, ...], counts: str | None, split_file: str | None,
-             output: str | None) -> None:
+             config_file: str | None, output: str | None) -> None:
     """Score a checkpoint or an exported .onnx model on a split of its data, through dmdet-infer's pipeline."""
+    from dmdet_infer.config import DetectorConfig
+    from dmdet_infer.errors import InputError
     from training.train import evaluate as run
     from training.train import run_data
+
+    try:
+        config = DetectorConfig.from_file(config_file) if config_file else None
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
 
     overrides: dict = _split_overrides(train_stacks, val_stacks, test_stacks, counts, split_file)
     if data_of is not None:
@@ -218,7 +228,7 @@ def evaluate(checkpoint: str, split: str, norm: str, threshold: str | None, n_st
 
     try:
         cut: float | str | None = threshold if threshold in (None, "auto") else float(threshold)
-        result = _json_safe(run(checkpoint, split, norm, cut, overrides))
+        result = _json_safe(run(checkpoint, split, norm, cut, overrides, config))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     text = json.dumps(result, indent=2)

@@ -471,7 +471,7 @@ def run_data(path: str | Path) -> dict[str, Any]:
 
 def evaluate(
     checkpoint: str | Path, split: str = "test", norm: str = "running", threshold: float | str | None = None,
-    data_overrides: dict[str, Any] | None = None,
+    data_overrides: dict[str, Any] | None = None, config: Any = None,
 ) -> dict[str, Any]:
     """Scores of a model on one split of its data spec, through the shipped pipeline.
 
@@ -483,12 +483,14 @@ def evaluate(
     ``data_overrides`` (:func:`evaluation_spec`: a model fine-tuned on annotated stacks keeps its training's split
     definition; :func:`run_data` gives another run's). Reports the scores pooled over the stacks (``pooled``, as
     the benchmarks do), their per-stack means (``all``) and each stack's (``per_stack``, named by ``stack`` for
-    annotated stacks), overall and per SNR (binned at PTC levels)."""
+    annotated stacks), overall and per SNR (binned at PTC levels). ``config``: the detection options
+    (:class:`dmdet_infer.config.DetectorConfig`, as ``dmdet-infer --config`` takes them); ``threshold`` overrides
+    its threshold."""
     from training.data import raw_split
     from training.matching import pooled, score, summarise
     from training.runner import detector_for
 
-    detector, cfg = detector_for(checkpoint, threshold, norm)
+    detector, cfg = detector_for(checkpoint, threshold, norm, config=config)
     spec = evaluation_spec(cfg.data, data_overrides)
     stacks = raw_split(spec, split)
     if not stacks:
