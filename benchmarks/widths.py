@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         rows[name]["seconds_per_volume"] = float(np.median(times))
         for snr, images in per_image[name].items():
             rows[name]["f1"][snr] = float(np.mean([im["f1"] for im in images]))
-            rows[name]["rmse"][snr] = float(np.nanmean([im["rmse"] for im in images]))
+            rmse = [im["rmse"] for im in images if np.isfinite(im["rmse"])]  # NaN: nothing matched in that image
+            rows[name]["rmse"][snr] = float(np.mean(rmse)) if rmse else float("nan")
     best = {snr: max(r["f1"][snr] for r in rows.values()) for snr in SNRS}
     eligible = [n for n, r in rows.items() if all(r["f1"][s] >= best[s] - 0.01 for s in SNRS)]
     choice = min(eligible, key=lambda n: rows[n]["seconds_per_volume"])
