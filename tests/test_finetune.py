@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 tifffile = pytest.importorskip("tifffile")
 
+import test_train  # noqa: E402  (tests/ is on the path: conftest.py)
 from click.testing import CliRunner  # noqa: E402
 
 from training.__main__ import main  # noqa: E402
@@ -20,14 +21,12 @@ from training.data import raw_split  # noqa: E402
 from training.simulate import SimParams, simulate  # noqa: E402
 from training.train import load_checkpoint, train  # noqa: E402
 
+SMALL = DataSpec(n_stacks=4, shape=(10, 32, 32), snr=7.0, density="high")  # smaller than test_train's default
+
 
 def tiny_config(**changes) -> TrainConfig:
-    values = dict(
-        name="tiny", width=4, crop=(8, 32, 32), batch=2, max_steps=20, val_every=10, patience=50, threads=1,
-        data=DataSpec(n_stacks=4, shape=(10, 32, 32), snr=7.0, density="high"),
-    )
-    values.update(changes)
-    return TrainConfig(**values)
+    """test_train's tiny config on :data:`SMALL` stacks unless ``data`` is given."""
+    return test_train.tiny_config(**{"data": SMALL, **changes})
 
 
 def annotated_folder(folder: Path, n: int = 6, frames: dict[int, int] | None = None) -> Path:
