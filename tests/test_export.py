@@ -171,3 +171,25 @@ def test_a_model_fine_tuned_on_annotated_stacks_defaults_to_its_tuned_threshold(
 
     assert calibrates(TrainConfig()) and not calibrates(cfg) and calibrates(cfg, True)
     assert not calibrates(TrainConfig(), False)
+
+
+def test_export_of_the_stem_variant_matches_torch_and_runs_in_dmdet_infer(tmp_path):
+    """The half-resolution variant (``stem``): exported with its stride and halo, equal to torch, and detected with."""
+    from dmdet_infer import Detector
+
+    torch.manual_seed(1)
+    cfg = TrainConfig(name="tiny-stem", width=4, stem=True, norm="frozen",
+                      data=DataSpec(n_stacks=8, shape=(10, 64, 64)))
+    model = build_model(cfg)
+    path = tmp_path / "stem.pt"
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "step": 1, "threshold": 0.5}, path)
+    out = tmp_path / "stem.onnx"
+    report = export_checkpoint(path, out, calibrate=False)
+    assert report["parity_max_abs_diff"] <= 1e-4
+    info = from_props(ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map)
+    assert info.stride_zyx == (1, 8, 8) and info.halo_zyx == (17, 76, 76) and info.config["stem"] is True
+    volume = np.random.default_rng(0).poisson(10.0, (6, 40, 44)).astype(np.float32)
+    whole = Detector(str(out), threshold=0.05).detect(volume)
+    tiled = Detector(str(out), threshold=0.05, tile=(6, 24, 24)).detect(volume)
+    assert np.array_equal(whole.score, tiled.score) and len(whole) > 100  # a local operator: tiles = the whole
+    assert np.allclose(whole.zyx, tiled.zyx, rtol=0, atol=1e-9)

@@ -112,3 +112,31 @@ def test_instance_mode_is_not_local():
     xp = x.clone()
     xp[0, 0, :, -8:, -8:] += 10.0
     assert (net(xp) - net(x))[0, 0, :, :8, :8].abs().max() > 0
+
+
+def test_stem_variant_is_a_third_of_the_work_with_a_true_halo():
+    """``stem=True``: the hourglass at half xy resolution (issue 15's cheaper network)."""
+    net = _randomised(width=2, stem=True)
+    assert stride(net) == (1, 8, 8)
+    for shape in [(1, 1, 10, 32, 32), (1, 1, 3, 8, 24)]:
+        assert net(torch.randn(shape)).shape == shape
+    assert fold_norms(net)(torch.ones(1, 1, 4, 16, 16)).shape == (1, 1, 4, 16, 16)
+    w8, stem8 = DetNet3D(width=8), DetNet3D(width=8, stem=True)
+    assert gflops(stem8) < 0.4 * gflops(w8)
+    convs = [c for c in stem8.modules() if isinstance(c, torch.nn.Conv3d)]
+    full, half = 10 * 512 * 512, 10 * 256 * 256
+    per_conv = [half] + [half] * 3 + [half / 4] * 3 + [half / 16] * 3 + [half / 4] * 3 + [half] * 3 + [full, full]
+    order = [stem8.entry[0]] + [c for c in convs if c is not stem8.entry[0] and c is not stem8.full[0]
+                                 and c is not stem8.head] + [stem8.full[0], stem8.head]
+    assert len(order) == len(per_conv)
+    assert gflops(stem8) == pytest.approx(sum(n * c.weight.numel() for n, c in zip(per_conv, order)) / 1e9)
+    hz, hy, hx = receptive_halo(net)
+    x = torch.randn((1, 1, 2 * hz + 2, 2 * hy + 16, 2 * hx + 16), dtype=torch.float64)
+    net = net.double()
+    p = (hz, hy + 3, hx + 5)
+    xp = x.clone()
+    xp[(0, 0, *p)] += 5.0
+    changed = ((net(xp) - net(x)).abs()[0, 0] > 0).nonzero()
+    dist = (changed - torch.tensor(p)).abs().max(dim=0).values.tolist()
+    assert dist[0] <= hz and dist[1] <= hy and dist[2] <= hx
+    assert dist[1] >= hy - 8 and dist[2] >= hx - 8

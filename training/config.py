@@ -125,6 +125,7 @@ class TrainConfig:
     width: int = 16
     levels: int = 3
     z_pool: bool = False
+    stem: bool = False  # the hourglass at half xy resolution behind a strided conv (training.network.DetNet3D)
     norm: str = "instance"  # "frozen": train with fixed running statistics (the exported operator)
     # targets and loss
     target: str = "density"
@@ -150,6 +151,10 @@ class TrainConfig:
     flips: bool = True
     transpose: bool = True
     init_from: str | None = None
+    # distillation: the target is (1 - teacher_weight) * the annotated density + teacher_weight * the output of
+    # the checkpoint ``teacher`` (in its exported mode) on the same crop
+    teacher: str | None = None
+    teacher_weight: float = 0.5
     # detection / evaluation
     min_distance_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
     refine: str = "gaussian"
@@ -181,6 +186,10 @@ class TrainConfig:
             raise ValueError(f"config data.source must be one of {SOURCES}, got {self.data.source!r}")
         if self.data.source == "annotations" and not self.data.folder:
             raise ValueError("config data.folder is required with data.source 'annotations'")
+        if not 0.0 <= float(self.teacher_weight) <= 1.0:
+            raise ValueError(f"config teacher_weight must be within [0, 1], got {self.teacher_weight!r}")
+        if self.teacher and self.target != "density":
+            raise ValueError("config teacher (distillation) needs target 'density'")
         if len(self.crop) != 3 or any(int(c) < 1 for c in self.crop):
             raise ValueError(f"config crop must be 3 positive sizes (z, y, x), got {self.crop!r}")
 

@@ -26,7 +26,7 @@ FINE_THRESHOLDS = tuple(round(0.02 * i, 2) for i in range(1, 50))
 
 def build_model(cfg: TrainConfig) -> DetNet3D:
     """The network a config describes."""
-    return DetNet3D(width=cfg.width, levels=cfg.levels, z_pool=cfg.z_pool)
+    return DetNet3D(width=cfg.width, levels=cfg.levels, z_pool=cfg.z_pool, stem=cfg.stem)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -279,6 +279,11 @@ def train(
             if progress:
                 print(f"train: {', '.join(stacks['train'])}; validation: {', '.join(stacks['val'])}")
     loss_fn = make_loss(cfg.loss, cfg.T, cfg.lam, cfg.binary_mode)
+    teacher = None
+    if cfg.teacher:
+        teacher = model_from_checkpoint(cfg.teacher)[0].to(device)  # eval: running statistics, as exported
+        for p in teacher.parameters():
+            p.requires_grad_(False)
 
     def checkpoint(path: Path) -> None:
         save_atomic(
@@ -329,6 +334,9 @@ def train(
                 break
             x, y = sampler.sample()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if teacher is not None:
+                with torch.no_grad():
+                    y = torch.lerp(y, teacher(x), cfg.teacher_weight)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             loss.backward()
