@@ -11,6 +11,7 @@ of (1, 2, 2) like the real network's (1, 4, 4).
 
 from __future__ import annotations
 
+from itertools import permutations
 from pathlib import Path
 
 import numpy as np
@@ -92,11 +93,12 @@ def smoothing_model(
     return model
 
 
-def gaussian_spots(shape, positions, sigma_zyx, amplitude=1.0, truncate=4.0) -> np.ndarray:
-    """Sum of Gaussian spots (peak ``amplitude`` at a voxel-centred spot) rendered in local boxes; float64 ZYX.
+def gaussian_spots(shape, positions, sigma_zyx, amplitude=1.0, truncate=4.0, combine="sum") -> np.ndarray:
+    """Gaussian spots (peak ``amplitude`` at a voxel-centred spot) rendered in local boxes, summed or (``"max"``, as
+    ``training.targets.density_target``) their voxel-wise maximum; float64 ZYX.
 
-    The same numbers as ``training.simulate.render_spots`` with its defaults (tests/test_simulate.py checks), here so
-    that the tests need no ``training/``.
+    The same numbers as ``training.simulate.render_spots`` (tests/test_simulate.py checks), here so that the tests
+    need no ``training/``.
     """
     shape = tuple(int(s) for s in shape)
     pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
@@ -119,8 +121,51 @@ def gaussian_spots(shape, positions, sigma_zyx, amplitude=1.0, truncate=4.0) -> 
         sl = slice(s, s + step)
         vals = (amp[sl, None, None, None] * gz[sl, :, None, None]) * (gy[sl, None, :, None] * gx[sl, None, None, :])
         flat = (iz[sl, :, None, None] * shape[1] + iy[sl, None, :, None]) * shape[2] + ix[sl, None, None, :]
-        out += np.bincount(flat.ravel(), weights=vals.ravel(), minlength=out.size)
+        if combine == "sum":
+            out += np.bincount(flat.ravel(), weights=vals.ravel(), minlength=out.size)
+        else:
+            np.maximum.at(out, flat.ravel(), vals.ravel())
     return out.reshape(shape)
+
+
+def amplitude_from_snr(snr: float, background: float) -> float:
+    """Spot amplitude for SNR = (I_peak - I_bg) / sqrt(I_peak), as ``training.simulate.amplitude_from_snr``."""
+    return float(((snr + np.sqrt(snr * snr + 4.0 * background)) / 2.0) ** 2 - background)
+
+
+def match_spots(found, truth, gate=5.0):
+    """``training.matching.match`` without scipy: (found_idx, true_idx, dist) of the optimal one-to-one matching
+    (pairs strictly closer than ``gate``; most pairs, then least total distance), sorted by found index.
+
+    Only for layouts where that matching is simple, which is asserted: the found spots within the gate of a true one
+    must all be within the gate of the same true spots (well-separated spots, or a close pair with detections near
+    both), so that each such group is matched on its own, by trying every assignment.
+    """
+    f, t = (np.asarray(a, dtype=np.float64).reshape(-1, 3) for a in (found, truth))
+    dist = np.linalg.norm(f[:, None] - t[None], axis=-1)
+    near = dist < gate
+    out = []
+    for row in np.unique(near, axis=0) if near.any() else []:
+        fi, ti = np.flatnonzero((near == row).all(axis=1)), np.flatnonzero(row)
+        if len(ti) == 0:
+            continue
+        assert near[:, ti].sum() == len(fi) * len(ti), "match_spots: a spot within the gate of two groups"
+        assert min(len(fi), len(ti)) <= 3, "match_spots: a group too large to try every assignment"
+        options = ([list(zip(fi, p)) for p in permutations(ti, len(fi))] if len(fi) <= len(ti)
+                   else [list(zip(p, ti)) for p in permutations(fi, len(ti))])
+        out += min(options, key=lambda pairs: sum(dist[i, j] for i, j in pairs))
+    pi, ti = (np.array(sorted(out), dtype=np.int64).reshape(-1, 2).T)
+    return pi, ti, dist[pi, ti]
+
+
+def score_spots(found, truth, gate=5.0) -> dict:
+    """``training.matching.score`` on ``match_spots``: tp, fp, fn, f1 and rmse of the matched pairs."""
+    n_found, n_true = len(np.asarray(found).reshape(-1, 3)), len(np.asarray(truth).reshape(-1, 3))
+    d = match_spots(found, truth, gate)[2]
+    tp = len(d)
+    denom = n_found + n_true
+    return {"tp": tp, "fp": n_found - tp, "fn": n_true - tp, "f1": 2 * tp / denom if denom else 1.0,
+            "rmse": float(np.sqrt(np.mean(d**2))) if tp else float("nan")}
 
 
 def render_spots(shape, positions, amplitude=60.0, background=10.0, sigma_zyx=(1.0, 1.5, 1.5), seed=0,

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
+from onnx_models import gaussian_spots, score_spots
 
 from dmdet_infer.cli import main
 from dmdet_infer.model import Model, default_model_path
-from training.matching import score
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -31,7 +31,7 @@ def test_cli_on_the_example_stack(tmp_path):
     assert f"-> {out}" in result.stdout
     found = np.loadtxt(out, delimiter=",", skiprows=1, ndmin=2)[:, :3]
     truth = np.loadtxt(EXAMPLES / "virus_snr4_truth.csv", delimiter=",", skiprows=1)
-    s = score(found, truth)
+    s = score_spots(found, truth)
     assert s["f1"] >= 0.95, s
     assert s["rmse"] < 0.5, s  # sub-voxel: below the 0.5-voxel floor of integer maxima
 
@@ -64,13 +64,12 @@ def test_very_bright_spots_give_one_spot_each():
     """Issue 16 item 11: 12 particles of amplitude 2000 on a background of 10 gave 22-132 spots; stage 5 trained
     on very bright spots (SNR up to 300) finds each once."""
     from dmdet_infer.detector import Detector
-    from training.simulate import render_spots
 
     rng = np.random.default_rng(1)
     truth = np.c_[rng.uniform(2, 8, 12), rng.uniform(10, 118, 12), rng.uniform(10, 118, 12)]
     detector = Detector()
     for amplitude in (2000.0, 20000.0):
-        volume = rng.poisson(10 + render_spots((10, 128, 128), truth, (1.0, 1.5, 1.5), amplitude)).astype(np.uint16)
+        volume = rng.poisson(10 + gaussian_spots((10, 128, 128), truth, (1.0, 1.5, 1.5), amplitude)).astype(np.uint16)
         spots = detector.detect(volume)
-        s = score(np.c_[spots.z, spots.y, spots.x], truth, 5.0)
+        s = score_spots(np.c_[spots.z, spots.y, spots.x], truth, 5.0)
         assert s["tp"] == 12 and s["fp"] <= 1, (amplitude, s)

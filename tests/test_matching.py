@@ -104,3 +104,35 @@ def test_summarise() -> None:
     s = summarise(scores)
     assert s["n"] == 3 and s["f1_mean"] == pytest.approx(0.5) and s["f1_std"] == pytest.approx(0.5)
     assert s["rmse_mean"] == pytest.approx(1.0) and s["rmse_std"] == pytest.approx(np.sqrt(0.5))
+
+
+def test_the_tests_matching_without_scipy_is_this_one() -> None:
+    """tests/onnx_models.py matches without scipy (so the inference tests run against the wheel) where each group of
+    spots within the gate is complete: the same pairs and scores as match/score there, and an error elsewhere."""
+    from onnx_models import match_spots, score_spots
+
+    rng = np.random.default_rng(8)
+    sites = np.stack(np.meshgrid([5.0, 25.0], np.arange(6.0, 90.0, 14.0), np.arange(6.0, 90.0, 14.0),
+                                 indexing="ij"), -1).reshape(-1, 3)
+    checked = 0
+    for _ in range(30):
+        # singles and close pairs (0.5 to 3 apart) on sites 14 apart, found with 0 to 3 detections near each
+        true = [s + rng.normal(0, 0.5, (int(rng.integers(1, 3)), 3)) * rng.uniform(1, 6) / 2 for s in sites]
+        found = [s + rng.normal(0, 0.7, (int(rng.integers(0, 4)), 3)) for s in sites]
+        true, found = np.concatenate(true), np.concatenate(found + [rng.uniform(0, 100, (5, 3))])
+        try:
+            got = match_spots(found, true, 5.0)
+        except AssertionError:  # a stray detection reaching a second group
+            continue
+        want = match(found, true, 5.0)
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b)
+        checked += 1
+        ref = score(found, true, 5.0)
+        assert score_spots(found, true, 5.0) == pytest.approx({k: ref[k] for k in ("tp", "fp", "fn", "f1", "rmse")})
+    assert checked >= 10
+    for found, true in [(np.zeros((0, 3)), sites), (sites, np.zeros((0, 3))), (sites + 9.0, sites)]:
+        assert match_spots(found, true)[0].size == 0 and score_spots(found, true)["tp"] == 0
+    true = np.array([[0, 0, 0.0], [0, 0, 4.0]])  # test_optimal_beats_greedy: p0 reaches both, p1 only t1
+    with pytest.raises(AssertionError, match="two groups"):
+        match_spots(np.array([[0, 0, 3.5], [0, 0, 8.9]]), true)

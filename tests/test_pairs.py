@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-from onnx_models import render_spots
+from onnx_models import amplitude_from_snr, gaussian_spots, match_spots, render_spots, score_spots
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dmdet_infer import Detector, pairs  # noqa: E402
-from dmdet_infer.peaks import find_peaks  # noqa: E402
-from training import simulate  # noqa: E402
-from training.matching import match, score  # noqa: E402
+from dmdet_infer import Detector, pairs
+from dmdet_infer.peaks import find_peaks
 
 SIGMA = (1.0, 1.5, 1.5)
 SHAPE = (10, 96, 96)
@@ -37,7 +30,7 @@ def _layout(n_single: int, n_pairs: int, separation: float, seed: int = 0):
 
 def _density_and_image(points: np.ndarray, amplitude: float = 40.0, seed: int = 1):
     """A density map that merges close particles (sum of target Gaussians, one peak per pair) and its image."""
-    density = np.clip(simulate.render_spots(SHAPE, points, SIGMA, 0.9), 0, 1).astype(np.float32)
+    density = np.clip(gaussian_spots(SHAPE, points, SIGMA, 0.9), 0, 1).astype(np.float32)
     image = render_spots(SHAPE, points, amplitude=amplitude, seed=seed)
     normalised = (image - 10.0) / np.sqrt(10.0)
     return density, normalised
@@ -126,7 +119,7 @@ def test_merged_pairs_are_split_into_their_two_particles_and_singles_are_left_al
         assert min(np.linalg.norm(coords - a, axis=1)) < 1.0 and min(np.linalg.norm(coords - b, axis=1)) < 1.0
     kept = np.bincount(source) == 1
     np.testing.assert_array_equal(coords[np.isin(source, np.flatnonzero(kept))], peaks.coords[kept])
-    assert score(coords, truth)["f1"] == 1.0
+    assert score_spots(coords, truth)["f1"] == 1.0
 
 
 def test_nothing_is_split_without_a_typical_spot_or_without_features():
@@ -157,7 +150,7 @@ def test_a_faint_elongated_blob_is_not_split():
 def snr7_pairs():
     singles, twins = _layout(n_single=30, n_pairs=10, separation=2.6, seed=3)
     truth = np.concatenate([singles, twins.reshape(-1, 3)])
-    amplitude = simulate.amplitude_from_snr(7.0, 10.0)
+    amplitude = amplitude_from_snr(7.0, 10.0)
     return truth, render_spots(SHAPE, truth, amplitude=amplitude, seed=4)
 
 
@@ -165,11 +158,11 @@ def test_shipped_model_recovers_merged_pairs(snr7_pairs):
     truth, volume = snr7_pairs
     on = Detector(device="cpu").detect(volume)
     off = Detector(device="cpu", split_pairs=False).detect(volume)
-    s_on, s_off = score(on.zyx, truth), score(off.zyx, truth)
+    s_on, s_off = score_spots(on.zyx, truth), score_spots(off.zyx, truth)
     assert s_off["fn"] >= 5  # the network merges most of these pairs
     # the split recovers some (dmdet-w8-general: 4 of the 10 merged pairs; dmdet-w8-crowded recovered all 10)
     assert s_on["tp"] >= s_off["tp"] + 3 and s_on["fp"] == 0 and s_on["f1"] > s_off["f1"]
-    _, matched, _ = match(on.zyx, truth)
+    _, matched, _ = match_spots(on.zyx, truth)
     assert set(range(30)) <= set(matched.tolist())  # every single still found
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx_models import gaussian_spots, match_spots
 
 from dmdet_infer import Detector
 from dmdet_infer.errors import InputError
@@ -17,8 +18,6 @@ from dmdet_infer.scale import (
     resampled_shape,
     to_input,
 )
-from training.matching import match
-from training.simulate import render_spots
 
 LOCAL = {"method": "local_median_mad", "block": [8, 32, 32]}
 
@@ -59,7 +58,7 @@ def test_estimate_finds_the_spot_size_of_a_noisy_stack(sigma):
     rng = np.random.default_rng(1)
     shape = (16, 160, 160)
     pos = rng.uniform(0, 1, (60, 3)) * (np.array(shape) - 1)
-    volume = rng.poisson(10 + render_spots(shape, pos, (sigma[0], sigma[1], sigma[1]), 80.0)).astype(np.float32)
+    volume = rng.poisson(10 + gaussian_spots(shape, pos, (sigma[0], sigma[1], sigma[1]), 80.0)).astype(np.float32)
     found, n = estimate(normalise(volume, LOCAL))
     assert n >= 8
     assert found[0] == pytest.approx(sigma[0], rel=0.2) and found[1] == pytest.approx(sigma[1], rel=0.2)
@@ -84,17 +83,17 @@ def test_same_particles_at_three_samplings_give_the_same_physical_positions():
         voxel = np.array([1.0, pixel, pixel])
         shape = tuple(int(round((e - 1) / v)) + 1 for e, v in zip(extent, voxel))
         amplitude = 120.0  # SNR ~7, inside the training range
-        volume = rng.poisson(10 + render_spots(shape, phys / voxel, tuple(np.array(sigma_um) / voxel), amplitude))
+        volume = rng.poisson(10 + gaussian_spots(shape, phys / voxel, tuple(np.array(sigma_um) / voxel), amplitude))
         det = Detector(device="cpu", spot_size=tuple(np.array(sigma_um) / voxel))
         spots = det.detect(volume.astype(np.float32))
         assert (spots.meta["scale"]["factors"] is None) == (pixel == 1.0)
         results.append(spots.zyx * voxel)
     for found in results:
-        p, t, _ = match(found, phys, 2.0)
+        p, t, _ = match_spots(found, phys, 2.0)
         assert len(p) >= len(phys) - 1 and len(found) <= len(phys) + 1  # (nearly) every particle, once
     ref = results[0]
     for found in results[1:]:
-        p, t, _ = match(found, ref, 2.0)
+        p, t, _ = match_spots(found, ref, 2.0)
         d = found[p] - ref[t]
         # no systematic shift: the mean offset on every axis is within 0.2 of the coarse sampling's voxel (1 µm);
         # single particles differ by their localisation noise (about 0.3 voxel RMS at this SNR)

@@ -153,11 +153,21 @@ def test_crlb_reproduces_table() -> None:
 
 def test_the_tests_renderer_is_the_simulators() -> None:
     """tests/onnx_models.py renders spots without training/ (so the inference tests run against the wheel): the same
-    numbers as render_spots, spots at the edges, wider than the volume and more than one chunk included."""
+    numbers as render_spots, summed and (density targets) max-combined, spots at the edges, wider than the volume
+    and more than one chunk included; and the same amplitude for an SNR."""
+    from onnx_models import amplitude_from_snr as tests_amplitude
     from onnx_models import gaussian_spots
+
+    from training.targets import density_target
 
     rng = np.random.default_rng(3)
     for shape, n, sigma, amp in [((8, 56, 56), 5, (1.0, 1.5, 1.5), 60.0), ((3, 20, 30), 7, (2.0, 1.0, 4.0), 5.0),
                                  ((10, 128, 128), 9000, (1.0, 1.5, 1.5), rng.uniform(1, 9, 9000))]:
         pos = rng.uniform(-1.5, np.array(shape) + 0.5, (n, 3))
         np.testing.assert_array_equal(gaussian_spots(shape, pos, sigma, amp), render_spots(shape, pos, sigma, amp))
+        np.testing.assert_array_equal(gaussian_spots(shape, pos, sigma, amp, combine="max"),
+                                      render_spots(shape, pos, sigma, amp, combine="max"))
+        np.testing.assert_array_equal(gaussian_spots(shape, pos, sigma, combine="max").astype(np.float32),
+                                      density_target(shape, pos, sigma))
+    for snr, background in [(1.0, 10.0), (7.0, 10.0), (4.0, 3.0), (20.0, 100.0)]:
+        assert tests_amplitude(snr, background) == amplitude_from_snr(snr, background)
