@@ -263,10 +263,19 @@ threshold, min_distance, refine, tile, threads, tile_memory, split_pairs, mass_c
     def to_dict(self) -> dict[str, Any]:
         """Every field, with JSON values (lists for triples): what :meth:`from_dict` and :meth:`from_file` read.
 
+        Returns
+        -------
+        dict
+            Field name to value, for every field (the defaults included), in the fields' order; ready for
+            ``json.dump``.
+
         Examples
         --------
         >>> DetectorConfig(tile=(10, 64, 64)).to_dict()["tile"]
         [10, 64, 64]
+        >>> import json
+        >>> DetectorConfig.from_dict(json.loads(json.dumps(DetectorConfig(min_distance=2).to_dict()))).min_distance
+        (2.0, 2.0, 2.0)
         """
         return {f.name: list(v) if isinstance(v, tuple) else v
                 for f in dataclasses.fields(self) for v in (getattr(self, f.name),)}
@@ -318,15 +327,57 @@ threshold, min_distance, refine, tile, threads, tile_memory, split_pairs, mass_c
     def replace(self, **changes: Any) -> DetectorConfig:
         """A copy with ``changes`` (validated like a new config).
 
+        Parameters
+        ----------
+        **changes
+            Fields and their new values; the other fields are kept.
+
+        Returns
+        -------
+        DetectorConfig
+            The new config (this one, frozen, is unchanged).
+
+        Raises
+        ------
+        InputError
+            When a new value is invalid; the message names the option.
+        TypeError
+            When a name is not a field.
+
         Examples
         --------
-        >>> DetectorConfig().replace(threshold=0.5).threshold
-        0.5
+        >>> config = DetectorConfig(threshold=0.3, split_pairs=False)
+        >>> config.replace(threshold=0.5).threshold, config.replace(threshold=0.5).split_pairs, config.threshold
+        (0.5, False, 0.3)
+        >>> config.replace(refine="magic")
+        Traceback (most recent call last):
+        ...
+        dmdet_infer.errors.InputError: refine must be one of lsq, gaussian, parabolic, centroid, none, got 'magic'
         """
         return dataclasses.replace(self, **changes)
 
     def build(self) -> Detector:
-        """The :class:`~dmdet_infer.detector.Detector` of this config (``Detector(config=self)``)."""
+        """The :class:`~dmdet_infer.detector.Detector` of this config (``Detector(config=self)``).
+
+        How a dask worker makes its detector from the config it was sent (:mod:`dmdet_infer.distributed`).
+
+        Returns
+        -------
+        Detector
+            A new detector, with its own ONNX Runtime session.
+
+        Raises
+        ------
+        InputError
+            As :class:`~dmdet_infer.detector.Detector`: when the model is missing or invalid, CUDA is asked for
+            but not active, or "auto" is asked of a model without a noise calibration.
+
+        Examples
+        --------
+        >>> detector = DetectorConfig(threshold=0.3, split_pairs=False).build()
+        >>> detector.fixed_threshold, detector.split_pairs, detector.config.threshold
+        (0.3, False, 0.3)
+        """
         from .detector import Detector
 
         return Detector(config=self)

@@ -33,7 +33,7 @@ from .spots import Spots
 #: (:func:`dmdet_infer.normalise.correlation`) is structured (texture, cells, clipping), not the white noise the
 #: noise calibration describes: its automatic threshold does not go below the model's validated one.
 STRUCTURED_CORRELATION = 0.1
-DECOY_CROP = (32, 192, 192)  #: the part of a stack whose negation :meth:`Detector.decoy` searches
+DECOY_CROP = (32, 192, 192)  #: the part of a stack whose negation :meth:`Detector._decoy` searches
 AUTO_MARGIN = 2.0  #: an estimated spot size resamples the stack only beyond the model's range by this factor
 OPTIONS = tuple(f.name for f in dataclasses.fields(DetectorConfig))  #: what ``Detector(**options)`` takes
 
@@ -64,7 +64,7 @@ def check_volume(volume: np.ndarray, path: object | None = None) -> None:
 
 
 class _Negated:
-    """Normalisation statistics whose output is negated (the decoy stack of :meth:`Detector.decoy`)."""
+    """Normalisation statistics whose output is negated (the decoy stack of :meth:`Detector._decoy`)."""
 
     def __init__(self, stats: normalise.Stats) -> None:
         self.stats = stats
@@ -205,7 +205,7 @@ class Detector:
         self.spot_size: Literal["auto"] | Triple | str | None = (None if config.spot_size == "off"
                                                                  else config.spot_size)
 
-    def model_scale(self) -> tuple[Triple, tuple[tuple[float, float], ...]]:
+    def _model_scale(self) -> tuple[Triple, tuple[tuple[float, float], ...]]:
         """(nominal spot σ, (low, high) per axis) the model works at; models that do not say: their target σ
         (or the challenge's 1.0, 1.5, 1.5) within a factor 4/3."""
         info = self.info
@@ -213,20 +213,20 @@ class Detector:
         valid = info.spot_sigma_range_zyx or tuple((0.75 * s, 4.0 / 3.0 * s) for s in nominal)
         return tuple(float(v) for v in nominal), tuple((float(a), float(b)) for a, b in valid)  # type: ignore
 
-    def centre(self, volume, stats: normalise.Stats) -> np.ndarray:
+    def _centre(self, volume, stats: normalise.Stats) -> np.ndarray:
         """The normalised centre of ``volume`` (:func:`scale.crop_region`): what the spot-size estimate and the
         background correlation look at."""
         crop = scale.crop_region(volume.shape)
         return stats.apply(np.asarray(volume[crop]), crop)
 
-    def scale_for(self, volume, stats: normalise.Stats, centre: np.ndarray | None = None,
-                  voxel_size_um: Triple | None = None) -> scale.Scale:
+    def _scale_for(self, volume, stats: normalise.Stats, centre: np.ndarray | None = None,
+                   voxel_size_um: Triple | None = None) -> scale.Scale:
         """The spot size of ``volume`` (given or estimated) and the resampling it needs (:mod:`scale`);
-        ``centre``: :meth:`centre`, when already computed; ``voxel_size_um``: the volume's, for a spot size
+        ``centre``: :meth:`_centre`, when already computed; ``voxel_size_um``: the volume's, for a spot size
         given in µm."""
         if self.spot_size is None:
             return scale.Scale(None, "not asked")
-        nominal, valid = self.model_scale()
+        nominal, valid = self._model_scale()
         sigma: Triple | None
         if isinstance(self.spot_size, str) and self.spot_size != "auto":
             try:
@@ -237,7 +237,7 @@ class Detector:
         if self.spot_size != "auto":
             given: Triple = self.spot_size  # type: ignore[assignment]  # a triple here
             return scale.Scale(given, "given", scale.factors_for(given, nominal, valid))
-        sigma, measured = scale.estimate(self.centre(volume, stats) if centre is None else centre)
+        sigma, measured = scale.estimate(self._centre(volume, stats) if centre is None else centre)
         if sigma is None:
             return scale.Scale(None, "estimate: too few spots", None, measured)
         if self.info.spot_sigma_range_zyx is None:  # the model does not say what it was trained on: report only
@@ -297,6 +297,12 @@ class Detector:
     def warmup(self) -> None:
         """Compile the peak finder and run the network once, so that the first real call is fast.
 
+        Optional: without it, the first :meth:`detect` does the same work (and is slower than the next ones).
+
+        Returns
+        -------
+        None
+
         Examples
         --------
         >>> detector = Detector()
@@ -310,16 +316,81 @@ class Detector:
         warmup_peaks()
 
     def stats(self, volume) -> normalise.Stats:
-        """The normalisation statistics of a whole volume, as the model was trained (:mod:`normalise`)."""
+        """The normalisation statistics of a whole volume, as the model was trained (:mod:`normalise`).
+
+        Computed once per volume; what :meth:`tile_candidates` needs for each of its tiles (a dask worker computes
+        them once per frame, :mod:`dmdet_infer.distributed`).
+
+        Parameters
+        ----------
+        volume : array_like
+            The ZYX volume: a numpy array, memmap or lazy array (read block by block).
+
+        Returns
+        -------
+        normalise.Stats
+            Background offset and noise scale on a coarse grid of blocks (the model's ``normalisation``);
+            ``constant`` is True when the volume is constant (nothing to detect); ``apply`` normalises a block.
+
+        Examples
+        --------
+        >>> volume = np.random.default_rng(0).poisson(10, (10, 64, 64)).astype(np.uint16)
+        >>> stats = Detector().stats(volume)
+        >>> stats.constant, stats.block, float(stats.offset.mean())
+        (False, (8, 32, 32), 10.0)
+        >>> stats.apply(volume).dtype, float(np.median(stats.apply(volume)))
+        (dtype('float32'), 0.0)
+        >>> Detector().stats(np.zeros((10, 64, 64), np.uint16)).constant
+        True
+        """
         return normalise.stats(volume, self.info.normalisation)
 
     def tile_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """The core size used for a volume of ``shape``: ``tile`` when given, else from the model and size."""
+        """The core size used for a volume of ``shape``: ``tile`` when given, else from the model and size.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            The volume's shape (z, y, x).
+
+        Returns
+        -------
+        tuple of int
+            The largest core (z, y, x) sent to the network at once (plus the model's halo around it): the
+            ``tile`` option when given, else chosen from the model's halo and stride and the memory budget
+            (``max_tile_voxels``, :func:`dmdet_infer.tiling.auto_tile`); a small volume is one tile.
+
+        Examples
+        --------
+        >>> Detector().tile_shape((10, 64, 64)), Detector(tile=(10, 32, 32)).tile_shape((10, 64, 64))
+        ((10, 64, 64), (10, 32, 32))
+        """
         info = self.info
         return self.tile or tiling.auto_tile(tuple(shape), info.halo_zyx, info.stride_zyx, self.max_tile_voxels)
 
     def cores(self, shape: tuple[int, ...]) -> list[tiling.Region]:
-        """The tile cores covering a volume of ``shape``, in raster order."""
+        """The tile cores covering a volume of ``shape``, in raster order.
+
+        What :meth:`tile_candidates` takes, one core at a time (the dask workers take one each,
+        :mod:`dmdet_infer.distributed`).
+
+        Parameters
+        ----------
+        shape : tuple of int
+            The volume's shape (z, y, x).
+
+        Returns
+        -------
+        list of tuple of slice
+            The cores, each a (z, y, x) region at most :meth:`tile_shape`; they do not overlap and cover the
+            volume.
+
+        Examples
+        --------
+        >>> cores = Detector(tile=(10, 32, 32)).cores((10, 64, 64))
+        >>> len(cores), cores[1]
+        (4, (slice(0, 10, None), slice(0, 32, None), slice(32, 64, None)))
+        """
         info = self.info
         return [t.core for t in tiling.plan(tuple(shape), self.tile_shape(shape), info.halo_zyx, info.stride_zyx)]
 
@@ -381,13 +452,52 @@ class Detector:
                         first: tuple[tiling.Region, np.ndarray, np.ndarray] | None = None) -> TileCandidates:
         """Peaks (before min-distance suppression) whose voxel lies in ``core``, in volume coordinates.
 
-        The density map is computed for the core plus a margin of one voxel (enough for the maxima test and the
-        refinement), or of twice :data:`pairs.RADIUS` when spots are measured; the margin doubles while a
-        plateau of the core reaches the margin's edge. Only this block is in memory. ``stats`` is :meth:`stats`
-        of the whole volume; peaks above ``floor`` (default :attr:`search_threshold`) are found, and those scoring
-        at least ``measure_level`` (default: :attr:`measure_level`) get :func:`pairs.shape_features`, their
-        windows bounded by the peaks scoring at least :attr:`window_level`; the others NaN.
-        ``first``: :meth:`_tile_density` of the core with the first margin, when already computed (overlap)."""
+        One tile of :meth:`detect`'s work; :meth:`merge` makes the spots of the whole volume from the
+        candidates of all its cores (:mod:`dmdet_infer.distributed` runs one tile per dask task). The density map
+        is computed for the core plus a margin of one voxel (enough for the maxima test and the refinement), or
+        of twice :data:`pairs.RADIUS` when spots are measured; the margin doubles while a plateau of the core
+        reaches the margin's edge. Only this block is in memory.
+
+        Parameters
+        ----------
+        volume : array_like
+            The whole ZYX volume (a numpy array, memmap or lazy array: only the tile's block is read).
+        core : tuple of slice
+            The core, one of :meth:`cores` of the volume's shape.
+        stats : normalise.Normaliser
+            :meth:`stats` of the whole volume.
+        measure_level : float or None, optional
+            Peaks scoring at least this get :func:`pairs.shape_features` (photometric mass and shape), their
+            windows bounded by the peaks scoring at least :attr:`window_level`; the others NaN. Default:
+            :attr:`measure_level`.
+        floor : float or None, optional
+            Peaks scoring above this are found; default :attr:`search_floor` (with a fixed threshold, the
+            threshold: the cut is made here, not in :meth:`merge`).
+        first : tuple or None, optional
+            ``(region, density, raw voxels)`` of the core grown by the first margin (:meth:`_tile_density`),
+            when already computed (:attr:`overlap`); None: computed here.
+
+        Returns
+        -------
+        TileCandidates
+            The peaks' refined positions ``coords`` and their ``voxels`` (volume coordinates), ``scores``
+            (density), raw ``intensity`` and ``features`` (:func:`pairs.shape_features`, NaN rows where not
+            measured).
+
+        Examples
+        --------
+        >>> z, y, x = np.ogrid[:10, :64, :64]
+        >>> spot = lambda cz, cy, cx: 60 * np.exp(-(z - cz) ** 2 / 2 - ((y - cy) ** 2 + (x - cx) ** 2) / 4.5)
+        >>> volume = np.random.default_rng(0).poisson(10 + spot(5, 20, 20) + spot(4, 40, 45)).astype(np.uint16)
+        >>> detector = Detector(tile=(10, 32, 64))  # two cores: y 0-32 and 32-64
+        >>> stats = detector.stats(volume)
+        >>> parts = [detector.tile_candidates(volume, core, stats) for core in detector.cores(volume.shape)]
+        >>> [p.voxels[p.scores.argmax()].tolist() for p in parts]  # the best peak of each core
+        [[5, 20, 20], [4, 40, 45]]
+        >>> spots = detector.merge(parts, n_voxels=volume.size)
+        >>> sorted(spots.zyx.round().astype(int).tolist())
+        [[4, 40, 45], [5, 20, 20]]
+        """
         shape = tuple(volume.shape)
         info = self.info
         level = self.measure_level if measure_level is None else measure_level
@@ -420,15 +530,63 @@ class Detector:
 
     def merge(self, parts: Iterable[TileCandidates], voxel_size_um: Iterable[float] | None = None,
               n_voxels: int | None = None, decoy=None, structured: bool = False) -> Spots:
-        """One spot table from the candidates of all tiles of one volume of ``n_voxels`` voxels: global greedy
-        min-distance suppression, best first (the same spots as ``find_peaks`` on the whole density map), then,
-        with the automatic threshold, the volume's own threshold (:func:`dmdet_infer.threshold.choose_cut`;
-        ``decoy``: a function giving the negated stack's peaks, :meth:`decoy`, called only when needed;
-        ``structured``: the stack's background is structured, so the cut stays at or above the model's threshold
-        for structured stacks, ``dmdet.noise_peaks.structured_threshold``)."""
+        """One spot table from the candidates of all tiles of one volume.
+
+        Global greedy min-distance suppression, best first (the same spots as ``find_peaks`` on the whole density
+        map), then, with the automatic threshold, the volume's own threshold
+        (:func:`dmdet_infer.threshold.choose_cut`), then the pair split (:attr:`split_pairs`). What :meth:`detect`
+        does after its tiles; the dask client does it with the tiles its workers found
+        (:mod:`dmdet_infer.distributed`).
+
+        Parameters
+        ----------
+        parts : iterable of TileCandidates
+            :meth:`tile_candidates` of every core of the volume (:meth:`cores`), with this detector's search floor
+            (a fixed threshold cuts there, not here).
+        voxel_size_um : sequence of 3 floats or None, optional
+            Voxel size (z, y, x) in µm; the spots then have µm columns.
+        n_voxels : int or None, optional
+            The volume's voxel count, which the automatic threshold needs (its noise rates are per voxel).
+        decoy : callable or None, optional
+            A function giving the negated stack's peaks (scores, photometric masses, voxels searched;
+            :meth:`_decoy`), called only when the automatic threshold would go below the model's; None: the
+            threshold stays at or above the model's.
+        structured : bool, optional
+            The stack's background is structured (correlated), so the cut stays at or above the model's threshold
+            for structured stacks (``dmdet.noise_peaks.structured_threshold``).
+
+        Returns
+        -------
+        Spots
+            The spots, best first; ``meta`` holds the threshold used (and with 'auto', the mass cut and whether
+            the negated stack was checked).
+
+        Raises
+        ------
+        ValueError
+            With the automatic threshold, when ``n_voxels`` is None.
+        InputError
+            When ``voxel_size_um`` is not one or three finite values >= 0.
+
+        Examples
+        --------
+        >>> z, y, x = np.ogrid[:10, :64, :64]
+        >>> spot = lambda cz, cy, cx: 60 * np.exp(-(z - cz) ** 2 / 2 - ((y - cy) ** 2 + (x - cx) ** 2) / 4.5)
+        >>> volume = np.random.default_rng(0).poisson(10 + spot(5, 20, 20) + spot(4, 40, 45)).astype(np.uint16)
+        >>> detector = Detector()
+        >>> stats = detector.stats(volume)
+        >>> parts = [detector.tile_candidates(volume, core, stats) for core in detector.cores(volume.shape)]
+        >>> spots = detector.merge(parts, (0.3, 0.1, 0.1), n_voxels=volume.size)
+        >>> len(spots), sorted(spots.zyx.round().astype(int).tolist()), spots.meta["threshold_mode"]
+        (2, [[4, 40, 45], [5, 20, 20]], 'auto')
+        >>> detector.merge(parts)
+        Traceback (most recent call last):
+        ...
+        ValueError: merge needs n_voxels with the automatic threshold
+        """
         size = None if voxel_size_um is None else as_triple(voxel_size_um, "voxel size")
         parts = list(parts)
-        meta = self.meta()
+        meta = self._meta()
         if not parts:
             return Spots.empty(size, meta=meta)
         coords, voxels, scores, intensity, features = (np.concatenate(a) for a in zip(*parts))
@@ -476,7 +634,7 @@ class Detector:
         return Spots(c[:, 0].copy(), c[:, 1].copy(), c[:, 2].copy(), scores[keep], intensity[keep], None, size,
                      meta, measured)
 
-    def meta(self) -> dict:
+    def _meta(self) -> dict:
         """What :meth:`merge` records in ``Spots.meta`` before the volume's own threshold is known."""
         info = self.info
         return {"threshold": self.fixed_threshold, "mass_cut": None,
@@ -590,10 +748,10 @@ class Detector:
         if stats.constant:
             if progress is not None:
                 progress.update(len(cores))
-            return Spots.empty(size, meta={**self.meta(), "threshold_mode": "constant image: nothing to detect"})
-        centre = self.centre(volume, stats) if self.auto or self.spot_size == "auto" else None
+            return Spots.empty(size, meta={**self._meta(), "threshold_mode": "constant image: nothing to detect"})
+        centre = self._centre(volume, stats) if self.auto or self.spot_size == "auto" else None
         try:
-            found = self.scale_for(volume, stats, centre, size)
+            found = self._scale_for(volume, stats, centre, size)
         except InputError as exc:
             raise InputError(where(path, str(exc))) from None
         if found.factors is not None:  # resample to the model's spot size, detect, map the positions back
@@ -613,7 +771,7 @@ class Detector:
         stats = self.stats(volume) if stats is None else stats
         cores = self.cores(volume.shape)
         if stats.constant:
-            return Spots.empty(size, meta={**self.meta(), "threshold_mode": "constant image: nothing to detect"})
+            return Spots.empty(size, meta={**self._meta(), "threshold_mode": "constant image: nothing to detect"})
         step = len(planned) / max(len(cores), 1)
 
         def parts() -> Iterator[TileCandidates]:
@@ -626,10 +784,10 @@ class Detector:
                     done += step
 
         if self.auto and centre is None:
-            centre = self.centre(volume, stats)
+            centre = self._centre(volume, stats)
         r = normalise.correlation(centre) if self.auto and centre is not None else 0.0
         structured = r >= STRUCTURED_CORRELATION
-        decoy = None if structured else (lambda: self.decoy(volume, stats))
+        decoy = None if structured else (lambda: self._decoy(volume, stats))
         spots = self.merge(parts(), size, int(np.prod(volume.shape)), decoy, structured)
         return dataclasses.replace(spots, meta={**spots.meta, "background_correlation": round(r, 4)})
 
@@ -652,7 +810,7 @@ class Detector:
             finally:
                 ahead.cancel()
 
-    def decoy(self, volume, stats: normalise.Stats) -> tuple[np.ndarray, np.ndarray, int]:
+    def _decoy(self, volume, stats: normalise.Stats) -> tuple[np.ndarray, np.ndarray, int]:
         """Peaks of the network on the negated normalised stack (its centre, at most :data:`DECOY_CROP`): their
         scores and photometric masses after min-distance suppression, and the voxels searched. Real spots become
         holes, the stack's noise and structure stay: what the automatic threshold needs to go low safely."""

@@ -15,6 +15,11 @@ class InputError(DmdetError, ValueError):
     The message is one line, naming the file and the problem. The CLI exits with code 2 (``exit_code``) on it.
     A ``ValueError``, so that code embedding dmdet can catch it as one.
 
+    Parameters
+    ----------
+    message : str
+        What is wrong, in one line, prefixed with the file it concerns (``"stack.tif: empty image ..."``).
+
     Examples
     --------
     >>> import numpy as np
