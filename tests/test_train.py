@@ -221,6 +221,20 @@ def test_distillation_targets_are_the_teachers_output(tmp_path):
         tiny_config(teacher=teacher, teacher_weight=1.5)
 
 
+def test_partial_init_warm_starts_a_stem_network_from_a_plain_one(tmp_path):
+    from training.network import DetNet3D
+    from training.train import matching_state
+
+    plain, stem = DetNet3D(width=4), DetNet3D(width=4, stem=True)
+    state = matching_state(stem, plain.state_dict())
+    stem.load_state_dict(state)
+    new = stem.state_dict()
+    copied = [k for k in new if k in plain.state_dict() and plain.state_dict()[k].shape == new[k].shape]
+    assert len(copied) >= 0.8 * len(new) and all(torch.equal(new[k], plain.state_dict()[k]) for k in copied)
+    assert any(k.startswith("entry.") for k in new) and not any(k.startswith("entry.") for k in copied)
+    assert plain.state_dict()["encoders.0.layers.0.0.weight"].shape != new["encoders.0.layers.0.0.weight"].shape
+
+
 def test_cli_init_from_starts_from_the_given_weights(tmp_path):
     from click.testing import CliRunner
 

@@ -151,6 +151,9 @@ class TrainConfig:
     flips: bool = True
     transpose: bool = True
     init_from: str | None = None
+    # copy only the init_from tensors whose names and shapes match this network (e.g. a stem network from the
+    # plain one: everything but its new entry and full-resolution convolutions); the rest keeps its random init
+    init_partial: bool = False
     # distillation: the target is (1 - teacher_weight) * the annotated density + teacher_weight * the output of
     # the checkpoint ``teacher`` (in its exported mode) on the same crop
     teacher: str | None = None

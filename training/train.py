@@ -29,6 +29,14 @@ def build_model(cfg: TrainConfig) -> DetNet3D:
     return DetNet3D(width=cfg.width, levels=cfg.levels, z_pool=cfg.z_pool, stem=cfg.stem)
 
 
+def matching_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model``'s state with every tensor of ``state`` whose name and shape match copied in (a warm start of one
+    architecture from another's weights)."""
+    own = model.state_dict()
+    own.update({k: v for k, v in state.items() if k in own and own[k].shape == v.shape})
+    return own
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``"auto"``: the first CUDA GPU when torch sees one, else the CPU; otherwise the named torch device."""
     if name == "auto":
@@ -252,7 +260,8 @@ def train(
         elapsed, history = ck["elapsed_s"], list(ck["history"])
         position = int(ck.get("sampler_position", 0))
     elif cfg.init_from:
-        model.load_state_dict(load_checkpoint(cfg.init_from)["model"])
+        state = load_checkpoint(cfg.init_from)["model"]
+        model.load_state_dict(matching_state(model, state) if cfg.init_partial else state)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop shape: let cuDNN pick the fastest convolutions
     if progress:
