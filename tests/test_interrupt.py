@@ -46,6 +46,21 @@ def slow_stack(tmp_path_factory) -> Path:
     return path
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: a job started in the background by a shell (``cmd &``) inherits SIGINT
+    ignored, and Python then never installs its handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def sigint_handled():
+    """Python's own SIGINT handler in this process for the test, even when the test run was started with SIGINT
+    ignored (``_thread.interrupt_main`` does nothing then)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _interrupt(tmp_path: Path, *args: str) -> tuple[int, str, float, Path]:
     """Run dmdet-infer, send SIGINT to its process group once the network runs; (exit code, stderr, seconds from
     the signal to the exit, the output path)."""
@@ -58,7 +73,8 @@ def _interrupt(tmp_path: Path, *args: str) -> tuple[int, str, float, Path]:
     env = {**os.environ, "DMDET_TEST_MARK": str(mark),
            "PYTHONPATH": os.pathsep.join([str(hook), str(root), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-m", "dmdet_infer.cli", *args, "-o", str(out), "-q"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 240
         while not mark.exists():
@@ -96,7 +112,7 @@ def test_ctrl_c_with_workers_is_one_line_without_dask_logs(tmp_path, slow_stack)
     _check(code, err, seconds, out, limit=5.0)
 
 
-def test_model_run_raises_keyboardinterrupt_at_once_and_the_call_is_aborted():
+def test_model_run_raises_keyboardinterrupt_at_once_and_the_call_is_aborted(sigint_handled):
     """The Python API too: Ctrl-C (KeyboardInterrupt in the main thread) does not wait for a long network call."""
     import _thread
     import threading
