@@ -31,6 +31,8 @@ VARIANTS = {
     "w4 L3": {"width": 4, "levels": 3},
     "stem w8 L3": {"width": 8, "levels": 3, "stem": True},
     "stem w8 L2": {"width": 8, "levels": 2, "stem": True},
+    "stem w6 L3": {"width": 6, "levels": 3, "stem": True},
+    "stem w4 L3": {"width": 4, "levels": 3, "stem": True},
 }
 SHAPE = (10, 512, 512)
 
