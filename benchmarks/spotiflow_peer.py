@@ -79,6 +79,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import _generators as gen  # noqa: E402
+from benchmarks.generalisation import _pool  # noqa: E402
 from training.matching import score  # noqa: E402
 
 CONFIG = ROOT / "training" / "configs" / "general_w8_gpu.json"
@@ -151,17 +152,6 @@ def test_stacks():
             yield name, i, vol, truth
 
 
-def pool(stacks: Sequence[dict]) -> dict:
-    """Pooled scores as benchmarks/generalisation.py's ``_pool``."""
-    tp, fp, fn = (int(sum(s[k] for s in stacks)) for k in ("tp", "fp", "fn"))
-    sq = sum(s["tp"] * s["rmse"] ** 2 for s in stacks if s["tp"])
-    denom = 2 * tp + fp + fn
-    return {"tp": tp, "fp": fp, "fn": fn, "precision": tp / (tp + fp) if tp + fp else 1.0,
-            "recall": tp / (tp + fn) if tp + fn else 1.0, "f1": 2 * tp / denom if denom else 1.0,
-            "rmse": math.sqrt(sq / tp) if tp else float("nan"),
-            "seconds_per_stack": float(np.mean([s["seconds"] for s in stacks])) if stacks else float("nan")}
-
-
 def evaluate(detect: Callable[[np.ndarray], np.ndarray], label: str) -> dict:
     """Pooled scores per condition of ``detect`` (volume in its stored dtype -> (N, 3) zyx)."""
     out: dict[str, dict] = {}
@@ -177,7 +167,7 @@ def evaluate(detect: Callable[[np.ndarray], np.ndarray], label: str) -> dict:
         stacks = out.setdefault(name, {"shape": list(vol.shape), "dtype": str(vol.dtype), "stacks": []})["stacks"]
         stacks.append({**s, "seconds": seconds, "n_pred": int(len(pred)), "n_true": int(len(truth))})
         log(f"{label} {name} test {i}: F1 {s['f1']:.3f} ({len(pred)} found, {len(truth)} true) {seconds:.2f} s")
-    return {name: {**pool(v["stacks"]), "shape": v["shape"], "dtype": v["dtype"],
+    return {name: {**_pool(v["stacks"]), "shape": v["shape"], "dtype": v["dtype"],
                    "n_true": int(sum(s["n_true"] for s in v["stacks"])), "per_stack": v["stacks"]}
             for name, v in out.items()}
 
@@ -277,7 +267,7 @@ def tune_threshold(model, vols: Sequence[np.ndarray], truths: Sequence[np.ndarra
     curve = {}
     for t in THRESHOLDS:
         stacks = [{**score(p[prob >= t], truth, GATE), "seconds": 0.0} for (p, prob), truth in zip(preds, truths)]
-        curve[t] = pool(stacks)
+        curve[t] = _pool(stacks)
     best = max(THRESHOLDS, key=lambda t: (curve[t]["f1"], -abs(t - 0.5)))
     return {"threshold": best, "val": curve[best],
             "curve": {str(t): {k: curve[t][k] for k in ("precision", "recall", "f1")} for t in THRESHOLDS}}
