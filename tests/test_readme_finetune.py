@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -19,24 +17,8 @@ pytest.importorskip("torch")
 tifffile = pytest.importorskip("tifffile")
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
 #: what the test adds to the README's training command: a few steps instead of 5 minutes
 SHORT = ["--max-steps", "4", "--set", "val_every=2"]
-
-
-def walkthrough() -> list[list[str]]:
-    """The commands of the fine-tuning section's bash blocks, comments dropped."""
-    text = README.read_text()
-    start = text.index("## Teach it your spots")
-    end = text.find("\n## ", start + 1)
-    section = text[start:end if end > 0 else None]
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", section, re.S):
-        for line in block.splitlines():
-            words = shlex.split(line, comments=True)
-            if words:
-                commands.append(words)
-    return commands
 
 
 def run(words: list[str], cwd: Path) -> str:
@@ -51,9 +33,10 @@ def run(words: list[str], cwd: Path) -> str:
 
 
 def test_the_fine_tuning_walkthrough_runs_as_written(tmp_path):
+    from benchmarks.finetune_walkthrough import readme_commands
     from training.simulate import SimParams, simulate
 
-    commands = walkthrough()
+    commands = readme_commands()
     assert [c[:3] if c[0] == "python" else c[:1] for c in commands] == [
         ["python", "-m", "training"], ["python", "-m", "training"], ["python", "-m", "training"],
         ["python", "-m", "export"], ["python", "-m", "training"], ["dmdet-infer"]]
