@@ -235,6 +235,25 @@ def test_partial_init_warm_starts_a_stem_network_from_a_plain_one(tmp_path):
     assert plain.state_dict()["encoders.0.layers.0.0.weight"].shape != new["encoders.0.layers.0.0.weight"].shape
 
 
+def test_sliced_init_gives_a_narrower_network_the_leading_channels_of_a_wider_one():
+    from training.network import DetNet3D
+    from training.train import matching_state
+
+    wide, narrow = DetNet3D(width=8), DetNet3D(width=6, stem=True)
+    src = wide.state_dict()
+    assert matching_state(narrow, src)["head.weight"].shape == (1, 6, 1, 1, 1)  # without slicing: kept random
+    state = matching_state(narrow, src, leading=True)
+    narrow.load_state_dict(state)
+    own = narrow.state_dict()
+    sliced = [k for k in own if k in src and own[k].shape != src[k].shape
+              and torch.equal(own[k], src[k][tuple(slice(0, n) for n in own[k].shape)])]
+    assert "head.weight" in sliced and "encoders.2.layers.1.0.weight" in sliced
+    assert torch.equal(own["encoders.1.layers.0.0.weight"], src["encoders.1.layers.0.0.weight"][:12, :6])
+    # the stem's first trunk conv takes 6 channels where the plain one takes the image: not sliced, random
+    assert not torch.equal(own["encoders.0.layers.0.0.weight"][:, :1], src["encoders.0.layers.0.0.weight"][:6])
+    assert len(sliced) >= 0.6 * len(own)
+
+
 def test_cli_init_from_starts_from_the_given_weights(tmp_path):
     from click.testing import CliRunner
 

@@ -154,6 +154,9 @@ class TrainConfig:
     # copy only the init_from tensors whose names and shapes match this network (e.g. a stem network from the
     # plain one: everything but its new entry and full-resolution convolutions); the rest keeps its random init
     init_partial: bool = False
+    # as init_partial, and a wider init_from's tensors give their leading channels (a width-6 network from a
+    # width-8 one: a better start than random for distillation, see matching_state)
+    init_slice: bool = False
     # distillation: the target is (1 - teacher_weight) * the annotated density + teacher_weight * the output of
     # the checkpoint ``teacher`` (in its exported mode) on the same crop
     teacher: str | None = None

@@ -29,11 +29,20 @@ def build_model(cfg: TrainConfig) -> DetNet3D:
     return DetNet3D(width=cfg.width, levels=cfg.levels, z_pool=cfg.z_pool, stem=cfg.stem)
 
 
-def matching_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def matching_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
+                   leading: bool = False) -> dict[str, torch.Tensor]:
     """``model``'s state with every tensor of ``state`` whose name and shape match copied in (a warm start of one
-    architecture from another's weights)."""
+    architecture from another's weights). ``leading``: a tensor of the same name that is no smaller along any
+    axis gives its leading slice (the first channels: a narrower network from a wider one, every level's channels
+    cut at the same index, so residual sums keep matching channels)."""
     own = model.state_dict()
-    own.update({k: v for k, v in state.items() if k in own and own[k].shape == v.shape})
+    for k, v in state.items():
+        if k not in own:
+            continue
+        if own[k].shape == v.shape:
+            own[k] = v
+        elif leading and v.dim() == own[k].dim() and all(a <= b for a, b in zip(own[k].shape, v.shape)):
+            own[k] = v[tuple(slice(0, n) for n in own[k].shape)].clone()
     return own
 
 
@@ -261,7 +270,8 @@ def train(
         position = int(ck.get("sampler_position", 0))
     elif cfg.init_from:
         state = load_checkpoint(cfg.init_from)["model"]
-        model.load_state_dict(matching_state(model, state) if cfg.init_partial else state)
+        model.load_state_dict(matching_state(model, state, cfg.init_slice) if cfg.init_partial or cfg.init_slice
+                              else state)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed crop shape: let cuDNN pick the fastest convolutions
     if progress:
