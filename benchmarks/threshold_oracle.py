@@ -51,11 +51,11 @@ CONDITIONS = ("ptc_snr1", "ptc_snr2", "ptc_snr4", "ptc_snr7", "simfish_a", "simf
 BIG_SNRS = (1.0, 2.0, 4.0)
 
 
-def stacks(seed: int, n: int, big: int, home: int):
-    """(condition, volume, truth) of every validation stack."""
+def stacks(seed: int, n: int, big: int, home: int, quick: bool = False):
+    """(condition, volume, truth) of every validation stack (``quick``: the conditions' tiny stacks)."""
     for name in CONDITIONS:
         for i in range(n):
-            vol, zyx = gen.make_stack(name, "validation", i, seed=seed)
+            vol, zyx = gen.make_stack(name, "validation", i, seed=seed, quick=quick)
             yield name, vol, zyx
     for snr in BIG_SNRS:
         for i in range(big):
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--big", type=int, default=3, help="10x512x512 challenge-like stacks per SNR (default 3)")
     p.add_argument("--home", type=int, default=2, help="Table 1 validation stacks per SNR x density (default 2)")
     p.add_argument("--out", default="benchmarks/results/threshold_oracle", help="output prefix (.md, .json)")
+    p.add_argument("--quick", action="store_true", help="the conditions' tiny stacks (seconds; for tests)")
     args = p.parse_args(argv)
     machine = machine_info()
     det = Detector(args.model, split_pairs=False)
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("the model has no noise calibration with photometric masses")
     by: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
-    for name, vol, truth in stacks(args.seed, args.n, args.big, args.home):
+    for name, vol, truth in stacks(args.seed, args.n, args.big, args.home, args.quick):
         by.setdefault(name, []).append({**record(det, vol), "truth": truth})
         print(f"{name} {len(by[name])}: cut {by[name][-1]['t']:.2f} / {by[name][-1]['a']:.1f}", file=sys.stderr)
     rows = {name: pooled(rs, calibration) for name, rs in by.items()}
