@@ -221,6 +221,21 @@ def test_distillation_targets_are_the_teachers_output(tmp_path):
         tiny_config(teacher=teacher, teacher_weight=1.5)
 
 
+def test_flip_averaging_teacher_averages_the_maps_of_the_four_yx_flips():
+    from training.network import DetNet3D
+    from training.train import teacher_map
+
+    x = torch.randn(2, 1, 6, 16, 16)
+    identity = torch.nn.Identity()  # flip-equivariant: every flipped-back map is the input itself
+    assert torch.allclose(teacher_map(identity, x, flips=True), x)
+    net = DetNet3D(width=4).eval()
+    with torch.no_grad():
+        mean = (net(x) + net(x.flip(4)).flip(4) + net(x.flip(3)).flip(3) + net(x.flip((3, 4))).flip((3, 4))) / 4
+        assert torch.allclose(teacher_map(net, x, flips=True), mean, atol=1e-6)
+        assert torch.equal(teacher_map(net, x), net(x))
+        assert not torch.allclose(mean, net(x), atol=1e-6)  # a random network is not flip-equivariant
+
+
 def test_partial_init_warm_starts_a_stem_network_from_a_plain_one(tmp_path):
     from training.network import DetNet3D
     from training.train import matching_state

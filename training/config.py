@@ -161,6 +161,8 @@ class TrainConfig:
     # the checkpoint ``teacher`` (in its exported mode) on the same crop
     teacher: str | None = None
     teacher_weight: float = 0.5
+    # the teacher's map is the mean of its maps of the four YX flips of the crop (training.train.teacher_map)
+    teacher_flips: bool = False
     # detection / evaluation
     min_distance_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
     refine: str = "gaussian"

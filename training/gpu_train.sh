@@ -11,7 +11,8 @@
 # Several configs, comma-separated, train side by side on the one GPU (small networks leave most of it idle): their
 # data pool (the first config's, which the others must share) is simulated once with every core into
 # $WORK/cache, then each run reads it with its own process, into $WORK/run1, $WORK/run2, ... For issue 15:
-#   CONFIG=training/configs/stem_w8_gpu.json,training/configs/stem_w6_gpu.json bash training/gpu_train.sh start
+#   CONFIG=training/configs/stem_w8_gpu.json,training/configs/stem_w6_gpu.json,training/configs/stem_w6_tta_gpu.json \
+#     bash training/gpu_train.sh start
 #
 # Stage 5: a pool of 8000 mixed stacks 16x128x128 (2/3 microscopy-like with 1 in 10 very bright, 1/3 challenge
 # scenario) simulated with every core, then from dmdet-w8-general's weights, frozen norms, AMSGrad lr 5e-4, batch

@@ -46,6 +46,20 @@ def matching_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
     return own
 
 
+#: The flips (tensor dims of N, C, Z, Y, X) whose maps a flip-averaging teacher averages: none, x, y, both.
+TEACHER_FLIPS = ((), (4,), (3,), (3, 4))
+
+
+def teacher_map(teacher: torch.nn.Module, x: torch.Tensor, flips: bool = False) -> torch.Tensor:
+    """The teacher's density map of ``x``; with ``flips``, the mean of its maps of the four YX flips of ``x``,
+    each flipped back (test-time augmentation: the mean is steadier on noise than any one map, and a student
+    distilled from it learns that steadiness at the cost of one pass)."""
+    if not flips:
+        return teacher(x)
+    maps = [teacher(x.flip(d)).flip(d) if d else teacher(x) for d in TEACHER_FLIPS]
+    return torch.stack(maps).mean(0)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``"auto"``: the first CUDA GPU when torch sees one, else the CPU; otherwise the named torch device."""
     if name == "auto":
@@ -355,7 +369,7 @@ def train(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if teacher is not None:
                 with torch.no_grad():
-                    y = torch.lerp(y, teacher(x), cfg.teacher_weight)
+                    y = torch.lerp(y, teacher_map(teacher, x, cfg.teacher_flips), cfg.teacher_weight)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             loss.backward()
