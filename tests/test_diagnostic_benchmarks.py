@@ -1,4 +1,4 @@
-"""benchmarks/threshold_oracle.py on tiny stacks: the rule's counts and the oracle cuts are consistent."""
+"""The diagnostic benchmarks (threshold_oracle.py, flip_average.py) on tiny stacks."""
 
 import json
 import sys
@@ -23,3 +23,22 @@ def test_threshold_oracle_quick(tmp_path):
         assert 0.0 <= a["f1"] <= 1.0
     assert rows["ptc_snr7"]["oracle"]["f1"] > 0.5  # bright spots are found
     assert "| ptc_snr7 |" in out.with_suffix(".md").read_text()
+
+
+def test_flip_average_quick(tmp_path):
+    import numpy as np
+
+    from benchmarks.flip_average import averaged, main
+    from dmdet_infer import Detector
+
+    det = Detector()
+    vol = np.random.default_rng(0).poisson(10.0, (8, 32, 32)).astype(np.uint16)
+    assert np.array_equal(averaged(det, vol, ((),)), det.density(vol))
+    two = averaged(det, vol, ((), (1, 2)))
+    assert np.allclose(two, (det.density(vol) + det.density(vol[:, ::-1, ::-1].copy())[:, ::-1, ::-1]) / 2,
+                       atol=1e-6)
+    out = tmp_path / "flips"
+    assert main(["--quick", "--n", "1", "--conditions", "ptc_snr7", "--variants", "plain,xy2",
+                 "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]["ptc_snr7"]
+    assert set(rows) == {"plain", "xy2"} and rows["plain"]["f1"] > 0.5
