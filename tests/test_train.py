@@ -221,6 +221,36 @@ def test_distillation_targets_are_the_teachers_output(tmp_path):
         tiny_config(teacher=teacher, teacher_weight=1.5)
 
 
+def test_precomputed_teacher_maps_are_blended_into_the_training_targets(tmp_path):
+    from training.data import Item
+    from training.network import DetNet3D
+    from training.train import distilled, predict
+
+    rng = np.random.default_rng(0)
+    items = [Item(rng.normal(size=(6, 16, 16)).astype(np.float32), rng.random((6, 16, 16)).astype(np.float32),
+                  np.zeros((0, 3)), {}) for _ in range(2)]
+    net = DetNet3D(width=4).eval()
+    with torch.no_grad():
+        assert np.allclose(distilled(items, net, 1.0)[0].target, predict(net, items[0].volume), atol=1e-6)
+        assert np.array_equal(distilled(items, net, 0.0)[1].target, items[1].target)
+        v = items[1].volume
+        mean = (predict(net, v) + predict(net, v[:, :, ::-1].copy())[:, :, ::-1]
+                + predict(net, v[:, ::-1].copy())[:, ::-1] + predict(net, v[:, ::-1, ::-1].copy())[:, ::-1, ::-1]) / 4
+        half = distilled(items, net, 0.5, flips=True)[1].target
+        assert np.allclose(half, 0.5 * items[1].target + 0.5 * mean, atol=1e-6)
+    # in training: a teacher's precomputed maps, and the run trains without a teacher pass per step
+    cfg = tiny_config(norm="frozen", max_steps=2, val_every=2, data=DataSpec(n_stacks=4, shape=(10, 64, 64),
+                                                                              snr=7.0, density="high"))
+    train(cfg, tmp_path / "teacher", progress=False, final_tuning=False)
+    cfg.teacher, cfg.teacher_precompute, cfg.teacher_flips = str(tmp_path / "teacher" / "best.pt"), True, True
+    train(cfg, tmp_path / "student", progress=False, final_tuning=False)
+    assert np.isfinite(load_checkpoint(tmp_path / "student" / "last.pt")["history"][-1]["train_loss"])
+    with pytest.raises(ValueError, match="teacher_precompute"):
+        tiny_config(teacher_precompute=True)
+    with pytest.raises(ValueError, match="teacher_precompute"):
+        tiny_config(teacher="t.pt", teacher_precompute=True, data=DataSpec(online=True))
+
+
 def test_flip_averaging_teacher_averages_the_maps_of_the_four_yx_flips():
     from training.network import DetNet3D
     from training.train import teacher_map

@@ -163,6 +163,10 @@ class TrainConfig:
     teacher_weight: float = 0.5
     # the teacher's map is the mean of its maps of the four YX flips of the crop (training.train.teacher_map)
     teacher_flips: bool = False
+    # compute the teacher's maps of the whole training stacks once, before the first step, and blend them into their
+    # targets (training.train.distilled): the steps then cost no teacher pass, and the maps see each stack's whole
+    # context rather than the crop's; needs a stored pool (not data.online)
+    teacher_precompute: bool = False
     # detection / evaluation
     min_distance_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
     refine: str = "gaussian"
@@ -198,6 +202,8 @@ class TrainConfig:
             raise ValueError(f"config teacher_weight must be within [0, 1], got {self.teacher_weight!r}")
         if self.teacher and self.target != "density":
             raise ValueError("config teacher (distillation) needs target 'density'")
+        if self.teacher_precompute and (not self.teacher or self.data.online):
+            raise ValueError("config teacher_precompute needs a teacher and a stored pool (data.online false)")
         if len(self.crop) != 3 or any(int(c) < 1 for c in self.crop):
             raise ValueError(f"config crop must be 3 positive sizes (z, y, x), got {self.crop!r}")
 

@@ -13,6 +13,9 @@
 # $WORK/cache, then each run reads it with its own process, into $WORK/run1, $WORK/run2, ... For issue 15:
 #   CONFIG=training/configs/stem_w8_gpu.json,training/configs/stem_w6_gpu.json,training/configs/stem_w6_tta_gpu.json \
 #     bash training/gpu_train.sh start
+# Their teachers' maps are computed once per run before the first step (teacher_precompute; the flip-averaged one
+# takes four passes per stack), and each run trains for 5 minutes: about 10 minutes in all with the pool and the
+# final threshold tuning, within a session's 15 minutes of device time.
 #
 # Stage 5: a pool of 8000 mixed stacks 16x128x128 (2/3 microscopy-like with 1 in 10 very bright, 1/3 challenge
 # scenario) simulated with every core, then from dmdet-w8-general's weights, frozen norms, AMSGrad lr 5e-4, batch

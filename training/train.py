@@ -7,6 +7,7 @@ summary), ``loss_curve.png``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -58,6 +59,27 @@ def teacher_map(teacher: torch.nn.Module, x: torch.Tensor, flips: bool = False) 
         return teacher(x)
     maps = [teacher(x.flip(d)).flip(d) if d else teacher(x) for d in TEACHER_FLIPS]
     return torch.stack(maps).mean(0)
+
+
+@torch.no_grad()
+def distilled(items: list[Item], teacher: DetNet3D, weight: float, flips: bool = False,
+              progress: bool = False) -> list[Item]:
+    """``items`` with each target blended towards the teacher's map of the whole stack: ``lerp(target, map,
+    weight)``; with ``flips``, the map is the mean over the four YX flips (as :func:`teacher_map`)."""
+    axes = ((), (2,), (1,), (1, 2)) if flips else ((),)  # ZYX numpy axes of TEACHER_FLIPS
+    it = items
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(items, desc="teacher maps", leave=False)
+    out = []
+    for item in it:
+        maps = [np.flip(predict(teacher, np.flip(item.volume, a).copy()), a) if a else predict(teacher, item.volume)
+                for a in axes]
+        mean = np.mean(maps, axis=0, dtype=np.float64)
+        target = (1.0 - weight) * item.target.astype(np.float64) + weight * mean
+        out.append(dataclasses.replace(item, target=target.astype(np.float32)))
+    return out
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -291,6 +313,11 @@ def train(
     if progress:
         print(f"training on {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
 
+    teacher = None
+    if cfg.teacher:
+        teacher = model_from_checkpoint(cfg.teacher)[0].to(device)  # eval: running statistics, as exported
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     val_items = load_split(cfg.data, "val", cfg.target, cfg.sigma_zyx, progress, workers)
     if not val_items:
         if cfg.data.source == "annotations":
@@ -305,6 +332,8 @@ def train(
         train_items = load_split(cfg.data, "train", cfg.target, cfg.sigma_zyx, progress, workers)
         if not train_items:
             raise ValueError(f"the training split is empty ({cfg.data.split_definition()})")
+        if teacher is not None and cfg.teacher_precompute:
+            train_items = distilled(train_items, teacher, cfg.teacher_weight, cfg.teacher_flips, progress)
         sampler = CropSampler(train_items, cfg.crop, cfg.batch, rng, cfg.flips, cfg.transpose)
         if cfg.data.source == "annotations":
             stacks = {"train": stack_labels(train_items), "val": stack_labels(val_items)}
@@ -312,11 +341,6 @@ def train(
             if progress:
                 print(f"train: {', '.join(stacks['train'])}; validation: {', '.join(stacks['val'])}")
     loss_fn = make_loss(cfg.loss, cfg.T, cfg.lam, cfg.binary_mode)
-    teacher = None
-    if cfg.teacher:
-        teacher = model_from_checkpoint(cfg.teacher)[0].to(device)  # eval: running statistics, as exported
-        for p in teacher.parameters():
-            p.requires_grad_(False)
 
     def checkpoint(path: Path) -> None:
         save_atomic(
@@ -367,7 +391,7 @@ def train(
                 break
             x, y = sampler.sample()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if teacher is not None:
+            if teacher is not None and not cfg.teacher_precompute:
                 with torch.no_grad():
                     y = torch.lerp(y, teacher_map(teacher, x, cfg.teacher_flips), cfg.teacher_weight)
             opt.zero_grad(set_to_none=True)
