@@ -501,8 +501,6 @@ def evaluation_spec(data: Any, overrides: dict[str, Any] | None = None) -> Any:
     trained on other data, with no split, are split as the shipped fine-tuning config splits them; a model
     trained on annotated stacks keeps the split definition its training used.
     """
-    import dataclasses
-
     overrides = dict(overrides or {})
     if not any(k in overrides for k in SPLIT_KEYS):
         if overrides.get("source") == "annotations" and data.source != "annotations":
@@ -516,8 +514,6 @@ def run_data(path: str | Path) -> dict[str, Any]:
     """The data spec (as ``evaluation_spec`` overrides) of a training run: ``path`` a run directory (its
     config.json), a config .json, a checkpoint or an exported .onnx model. Every key but the normalisation,
     which belongs to the model being scored."""
-    import dataclasses
-
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
