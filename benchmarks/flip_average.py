@@ -19,7 +19,6 @@ and OUT.json atomically; about 4 minutes on 2 cores with the defaults.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -32,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import _generators as gen  # noqa: E402
-from benchmarks.table1 import _clean, _write_atomic, machine_info  # noqa: E402
+from benchmarks.table1 import machine_info, write_tables  # noqa: E402
 from dmdet_infer import Detector  # noqa: E402
 from dmdet_infer.peaks import find_peaks  # noqa: E402
 from training.matching import score  # noqa: E402
@@ -110,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"Density maps averaged over flips, best single threshold per condition (oracle), validation stacks "
             f"(`python benchmarks/flip_average.py`; {platform.node()}, {machine.get('date_utc')}, git "
             f"{str(machine.get('git_commit'))[:10]}; {total:.0f} s).\n\n" + "\n".join(lines) + "\n")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(Path(f"{out}.md"), text.encode())
-    _write_atomic(Path(f"{out}.json"), json.dumps(_clean({"machine": machine, "args": vars(args), "rows": rows,
-                                                         "seconds": total}), indent=1).encode())
+    write_tables(Path(args.out), text, {"machine": machine, "args": vars(args), "rows": rows, "seconds": total})
     print(text)
     return 0
 

@@ -48,7 +48,6 @@ and method), each atomically; prints the table to stdout and progress to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -64,7 +63,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import _generators as gen  # noqa: E402
 from benchmarks import peers  # noqa: E402
-from benchmarks.table1 import SEF3D_KS, _clean, _write_atomic, machine_info  # noqa: E402
+from benchmarks.table1 import SEF3D_KS, machine_info, write_tables  # noqa: E402
 from training import evaluate as ev  # noqa: E402
 from training.matching import score  # noqa: E402
 
@@ -557,9 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(Path(f"{out}.md"), text.encode())
-    _write_atomic(Path(f"{out}.json"), json.dumps(_clean(report), indent=1).encode())
+    write_tables(out, text, report)
     figure(rows, keys, Path(f"{out}.png"))
     print(text)
     log(f"wrote {out}.md, {out}.json, {out}.png ({total:.0f} s)")

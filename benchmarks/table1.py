@@ -209,11 +209,16 @@ def figure(results: dict[str, list[dict]], crlb: dict[float, float], path: Path)
 # ------------------------------------------------------------------------------------------------ run
 
 
-def write_report(out: Path, text: str, report: dict, results: dict[str, list[dict]], crlb: dict[float, float]) -> None:
-    """OUT.md (``text``), OUT.json (``report``) and OUT.png (F1/RMSE vs SNR of ``results``), each atomically."""
+def write_tables(out: Path, text: str, report: dict) -> None:
+    """OUT.md (``text``) and OUT.json (``report``, made JSON-safe by :func:`_clean`), each atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(Path(f"{out}.md"), text.encode())
     _write_atomic(Path(f"{out}.json"), json.dumps(_clean(report), indent=1).encode())
+
+
+def write_report(out: Path, text: str, report: dict, results: dict[str, list[dict]], crlb: dict[float, float]) -> None:
+    """OUT.md (``text``), OUT.json (``report``) and OUT.png (F1/RMSE vs SNR of ``results``), each atomically."""
+    write_tables(out, text, report)
     figure(results, crlb, Path(f"{out}.png"))
     print(text)
     print(f"wrote {out}.md, {out}.json, {out}.png", file=sys.stderr)

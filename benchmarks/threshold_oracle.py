@@ -26,7 +26,6 @@ of the held-back independent check) and Table 1's validation split (``--home`` p
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -43,7 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import _generators as gen  # noqa: E402
-from benchmarks.table1 import _clean, _write_atomic, machine_info  # noqa: E402
+from benchmarks.table1 import machine_info, write_tables  # noqa: E402
 from dmdet_infer import Detector  # noqa: E402
 from dmdet_infer import threshold as autothreshold  # noqa: E402
 from training import evaluate as ev  # noqa: E402
@@ -169,11 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     text = (f"Automatic threshold against the oracle cut, validation stacks only, pair split off "
             f"(`python benchmarks/threshold_oracle.py`; {platform.node()}, {machine.get('date_utc')}, git "
             f"{str(machine.get('git_commit'))[:10]}; {total:.0f} s).\n\n" + "\n".join(lines) + "\n")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(Path(f"{out}.md"), text.encode())
-    _write_atomic(Path(f"{out}.json"), json.dumps(_clean({"machine": machine, "args": vars(args), "rows": rows,
-                                                         "seconds": total}), indent=1).encode())
+    write_tables(Path(args.out), text, {"machine": machine, "args": vars(args), "rows": rows, "seconds": total})
     print(text)
     return 0
 
