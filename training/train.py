@@ -66,7 +66,6 @@ def distilled(items: list[Item], teacher: DetNet3D, weight: float, flips: bool =
               progress: bool = False) -> list[Item]:
     """``items`` with each target blended towards the teacher's map of the whole stack: ``lerp(target, map,
     weight)``; with ``flips``, the map is the mean over the four YX flips (as :func:`teacher_map`)."""
-    axes = ((), (2,), (1,), (1, 2)) if flips else ((),)  # ZYX numpy axes of TEACHER_FLIPS
     it = items
     if progress:
         from tqdm import tqdm
@@ -74,9 +73,7 @@ def distilled(items: list[Item], teacher: DetNet3D, weight: float, flips: bool =
         it = tqdm(items, desc="teacher maps", leave=False)
     out = []
     for item in it:
-        maps = [np.flip(predict(teacher, np.flip(item.volume, a).copy()), a) if a else predict(teacher, item.volume)
-                for a in axes]
-        mean = np.mean(maps, axis=0, dtype=np.float64)
+        mean = predict(teacher, item.volume, flips).astype(np.float64)
         target = (1.0 - weight) * item.target.astype(np.float64) + weight * mean
         out.append(dataclasses.replace(item, target=target.astype(np.float32)))
     return out
@@ -100,16 +97,17 @@ def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def predict(model: DetNet3D, volume: np.ndarray) -> np.ndarray:
-    """Network output (ZYX float32) for one normalised volume, zero-padded to the stride and cropped back.
+def predict(model: DetNet3D, volume: np.ndarray, flips: bool = False) -> np.ndarray:
+    """Network output (ZYX float32) for one normalised volume, zero-padded to the stride and cropped back; with
+    ``flips``, the mean over the four YX flips (:func:`teacher_map`).
 
     Uses the model in its current mode and device; call ``model.eval()`` first for inference behaviour.
     """
     device = next(model.parameters()).device
     x = pad_to_stride(np.asarray(volume, np.float32), stride(model))
-    out = model(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device))[0, 0].cpu().numpy()
+    out = teacher_map(model, torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device), flips)
     z, y, xx = volume.shape
-    return np.ascontiguousarray(out[:z, :y, :xx])
+    return np.ascontiguousarray(out[0, 0].cpu().numpy()[:z, :y, :xx])
 
 
 def detections(density: np.ndarray, cfg: TrainConfig, threshold: float) -> tuple[np.ndarray, np.ndarray]:
