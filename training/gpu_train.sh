@@ -39,12 +39,13 @@ case "${1:-}" in
       for ((k = 0; k < ${#words[@]}; k++)); do
         [ "${words[$k]}" = --set ] && pool_extra+=" --set ${words[$((k + 1))]}"
       done
-      runs="python3 -m training pool --config ${configs[0]} $shared $pool_extra > $WORK/pool.log 2>&1 && ("
+      runs="python3 -m training pool --config ${configs[0]} $shared $pool_extra > $WORK/pool.log 2>&1 && (pids=;"
       for i in "${!configs[@]}"; do
         runs+=" python3 -m training train --config ${configs[$i]} --out $WORK/run$((i + 1)) $shared \
-          --set data_workers=$((16 / ${#configs[@]})) ${EXTRA:-} > $WORK/train$((i + 1)).log 2>&1 &"
+          --set data_workers=$((16 / ${#configs[@]})) ${EXTRA:-} > $WORK/train$((i + 1)).log 2>&1 & pids+=\" \$!\";"
       done
-      runs+=" wait) && cat $WORK/train*.log > $WORK/train.log"
+      # non-zero when any run failed (a bare wait would report 0 whatever the runs did)
+      runs+=" rc=0; for p in \$pids; do wait \$p || rc=\$?; done; cat $WORK/train*.log > $WORK/train.log; exit \$rc)"
     fi
     # shellcheck disable=SC2086
     setsid nohup bash -c "export PYTHONUNBUFFERED=1 NUMBA_NUM_THREADS=8; \
