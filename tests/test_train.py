@@ -251,6 +251,24 @@ def test_precomputed_teacher_maps_are_blended_into_the_training_targets(tmp_path
         tiny_config(teacher="t.pt", teacher_precompute=True, data=DataSpec(online=True))
 
 
+def test_batched_prediction_equals_one_volume_at_a_time_in_order():
+    from training.network import DetNet3D
+    from training.train import predict, predict_many
+
+    rng = np.random.default_rng(1)
+    shapes = [(6, 20, 16)] * 3 + [(5, 16, 16)] * 2 + [(6, 20, 16)]  # runs of one shape, padded to the stride
+    volumes = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    net = DetNet3D(width=4).eval()
+    with torch.no_grad():
+        for flips in (False, True):
+            one = [predict(net, v, flips) for v in volumes]
+            for batch in (1, 2, 4):
+                many = predict_many(net, volumes, flips, batch=batch)
+                assert [m.shape for m in many] == shapes
+                assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(one, many))
+    assert predict_many(net, []) == []
+
+
 def test_flip_averaging_teacher_averages_the_maps_of_the_four_yx_flips():
     from training.network import DetNet3D
     from training.train import teacher_map
