@@ -1,17 +1,18 @@
 """dmdet side by side with the classical detectors on a CPU, on one 10x512x512 stack (issue 15).
 
-    python benchmarks/inference.py [--model NAME=PATH ...] [--repeats 5] [--out benchmarks/results/inference]
+    python benchmarks/inference.py [--model NAME=PATH ...] [--runtimes onnxruntime,openvino] [--repeats 5]
+                                   [--out benchmarks/results/inference]
     python benchmarks/inference.py --torch [--checkpoint runs/w8/best.pt] [--width 16]   # runtimes (below)
 
-Default job, in one process, on one simulated SNR-4 stack (500 particles, background 10, uint16), after a
-warm-up, interleaved rounds so that other load hits every method alike, the median of ``repeats``:
-``Detector.detect`` of every model (``--model``; default: the one shipped in the package), each with everything a
-user gets by default; that model's network alone (``Detector.density``: normalisation and the tiled network) and
-its GFLOP/s (2 x the convolutions' multiply-adds, counted on the ONNX graph, per second); Big-FISH
-``detect_spots`` with its automatic threshold (voxel size 1, spot radius the stack's sigma); SEF3D
-(training/sef3d.py with Table 1's tuned sigmas and k). Then each method's peak resident memory, every one alone in
-a fresh process (``VmHWM``: imports, stack and one detection; ``ru_maxrss`` would count the forking
-parent's). Writes OUT.md and OUT.json.
+Default job, in one process, on one simulated SNR-4 stack (500 particles, background 10, uint16), after a warm-up,
+interleaved rounds so that other load hits every method alike, the median of ``repeats``: ``Detector.detect`` of
+every model (``--model``; default: the one shipped in the package) on every runtime (``--runtimes``; default: ONNX
+Runtime, and OpenVINO when it is installed), each with everything a user gets by default, and whether the runtimes
+found the same spots; that model's network alone (``Detector.density``: normalisation and the tiled network) and
+its GFLOP/s (2 x the convolutions' multiply-adds, counted on the ONNX graph, per second); Big-FISH ``detect_spots``
+with its automatic threshold (voxel size 1, spot radius the stack's sigma); SEF3D (training/sef3d.py with Table 1's
+tuned sigmas and k). Then each method's peak resident memory, every one alone in a fresh process (``VmHWM``:
+imports, stack and one detection; ``ru_maxrss`` would count the forking parent's). Writes OUT.md and OUT.json.
 
 ``--torch``: ONNX Runtime (CPU) against PyTorch eager for the same network, and the end-to-end CLI:
 
@@ -225,17 +226,20 @@ def simulated_stack() -> np.ndarray:
     return np.rint(volume).astype(np.uint16)
 
 
-def methods(models: dict[str, Path | None], only: str | None = None) -> dict[str, Callable[[np.ndarray], Any]]:
-    """name -> detect(volume), each ready (models loaded and warmed up); ``only``: just that one."""
+def methods(models: dict[str, Path | None], only: str | None = None,
+            runtimes: tuple[str, ...] = ("onnxruntime",)) -> dict[str, Callable[[np.ndarray], Any]]:
+    """name -> detect(volume), each ready (models loaded and warmed up); ``only``: just that one. dmdet's names are
+    ``dmdet:MODEL:RUNTIME`` and ``network:MODEL:RUNTIME``."""
     out: dict[str, Callable[[np.ndarray], Any]] = {}
     for name, path in models.items():
-        if only in (None, f"dmdet:{name}", f"network:{name}"):
-            from dmdet_infer import Detector
+        for runtime in runtimes:
+            if only in (None, f"dmdet:{name}:{runtime}", f"network:{name}:{runtime}"):
+                from dmdet_infer import Detector
 
-            det = Detector(path, device="cpu")
-            det.warmup()
-            out[f"dmdet:{name}"] = det.detect
-            out[f"network:{name}"] = det.density
+                det = Detector(path, device="cpu", runtime=runtime)
+                det.warmup()
+                out[f"dmdet:{name}:{runtime}"] = det.detect
+                out[f"network:{name}:{runtime}"] = det.density
     if only in (None, "bigfish_auto"):
         from bigfish.detection import detect_spots
 
@@ -252,7 +256,7 @@ def methods(models: dict[str, Path | None], only: str | None = None) -> dict[str
 _RSS = ("import json, sys, numpy as np; sys.path.insert(0, sys.argv[1]); "
         "from benchmarks.inference import methods; from pathlib import Path; "
         "m = {k: (Path(v) if v else None) for k, v in json.loads(sys.argv[3]).items()}; "
-        "methods(m, sys.argv[2])[sys.argv[2]](np.load(sys.argv[4])); "
+        "methods(m, sys.argv[2], tuple(sys.argv[5:]))[sys.argv[2]](np.load(sys.argv[4])); "
         "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")
 _CLI_RSS = ("import runpy, sys; sys.argv = ['dmdet-infer', *sys.argv[1:]]\n"
             "try:\n    runpy.run_module('dmdet_infer.cli', run_name='__main__')\n"
@@ -260,18 +264,20 @@ _CLI_RSS = ("import runpy, sys; sys.argv = ['dmdet-infer', *sys.argv[1:]]\n"
             "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])")
 
 
-def peak_rss_mib(method: str, models: dict[str, Path | None], stack: Path) -> float | None:
+def peak_rss_mib(method: str, models: dict[str, Path | None], stack: Path,
+                 runtimes: tuple[str, ...] = ("onnxruntime",)) -> float | None:
     """Peak resident memory (MiB) of a fresh process: ``dmdet-infer stack.tif`` for a model (what a user runs),
     else a process that imports the method alone and detects once; None for a network alone."""
     if method.startswith("network:"):
         return None
     if method.startswith("dmdet:"):
-        path = models[method.split(":", 1)[1]]
-        cmd = [sys.executable, "-c", _CLI_RSS, str(stack.with_suffix(".tif")), "-o",
-               str(stack.with_suffix(".csv")), "-q", *(["--model", str(path)] if path else [])]
+        _, name, runtime = method.split(":")
+        path = models[name]
+        cmd = [sys.executable, "-c", _CLI_RSS, str(stack.with_suffix(".tif")), "-o", str(stack.with_suffix(".csv")),
+               "-q", "--runtime", runtime, *(["--model", str(path)] if path else [])]
     else:
         spec = json.dumps({k: (str(v) if v else None) for k, v in models.items()})
-        cmd = [sys.executable, "-c", _RSS, str(ROOT), method, spec, str(stack)]
+        cmd = [sys.executable, "-c", _RSS, str(ROOT), method, spec, str(stack), *runtimes]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout.split()
     return round(int(out[-1]) / 1024, 1)
 
@@ -280,17 +286,24 @@ def side_by_side(args: argparse.Namespace) -> None:
     """The default job (module docstring)."""
     import onnxruntime
 
-    from dmdet_infer.model import default_model_path
+    from dmdet_infer.model import default_model_path, openvino_installed
 
     models: dict[str, Path | None] = {}
     for text in args.model or ["default"]:
         name, _, path = text.partition("=")
         models[name] = Path(path) if path else None
+    runtimes = tuple(args.runtimes.split(",")) if args.runtimes else (
+        ("onnxruntime", "openvino") if openvino_installed() else ("onnxruntime",))
     volume = simulated_stack()
     print("warming up ...", file=sys.stderr)
-    fns = methods(models)
-    for fn in fns.values():
-        fn(volume)
+    fns = methods(models, runtimes=runtimes)
+    found = {name: fn(volume) for name, fn in fns.items()}
+    same_spots = {}  # per model: every runtime's spots equal to the first runtime's (coordinates to 1e-4 voxel)
+    for name in models:
+        tables = [np.stack([found[f"dmdet:{name}:{r}"].z, found[f"dmdet:{name}:{r}"].y,
+                            found[f"dmdet:{name}:{r}"].x], 1) for r in runtimes]
+        same_spots[name] = {"spots": [len(t) for t in tables], "same": all(
+            t.shape == tables[0].shape and np.allclose(t, tables[0], atol=1e-4) for t in tables)}
     times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(args.repeats):
         print(f"round {r + 1}/{args.repeats} ...", file=sys.stderr)
@@ -307,20 +320,22 @@ def side_by_side(args: argparse.Namespace) -> None:
         stack = Path(tmp) / "stack.npy"
         np.save(stack, volume)
         tifffile.imwrite(stack.with_suffix(".tif"), volume, imagej=True, metadata={"axes": "ZYX"})
-        rss = {name: peak_rss_mib(name, models, stack) for name in fns}
+        rss = {name: peak_rss_mib(name, models, stack, runtimes) for name in fns}
     bigfish = median["bigfish_auto"]
     rows = []
     for name in fns:
         row = {"method": name, "median_s": round(median[name], 3), "times_s": [round(t, 3) for t in times[name]],
                "vs_bigfish": round(median[name] / bigfish, 2), "peak_rss_mib": rss[name]}
         if name.startswith("network:"):
-            row["gmac"] = round(gmac[name.split(":", 1)[1]], 1)
+            row["gmac"] = round(gmac[name.split(":")[1]], 1)
             row["gflop_per_s"] = round(2 * row["gmac"] / median[name], 1)
         rows.append(row)
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shape": list(SHAPE),
               "repeats": args.repeats, "models": {k: str(v or default_model_path()) for k, v in models.items()},
+              "runtimes": list(runtimes), "same_spots": same_spots,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "node": platform.node(),
                           "load_after": os.getloadavg(), "onnxruntime": onnxruntime.__version__,
+                          "openvino": _openvino_version(),
                           "python": platform.python_version()},
               "rows": rows}
     lines = [f"One simulated SNR-4 stack {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint16 (500 particles), one process, "
@@ -332,11 +347,25 @@ def side_by_side(args: argparse.Namespace) -> None:
     for row in rows:
         lines.append(f"| {row['method']} | {row['median_s']} | {row['vs_bigfish']} | {row.get('gmac', '')} | "
                      f"{row.get('gflop_per_s', '')} | {row['peak_rss_mib'] or ''} |")
+    if len(runtimes) > 1:
+        lines += ["", "Same spots on every runtime (coordinates within 1e-4 voxel): " + "; ".join(
+            f"{name}: {'yes' if v['same'] else 'NO'} ({' / '.join(map(str, v['spots']))} spots)"
+            for name, v in same_spots.items())]
     table = "\n".join(lines)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(table + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _openvino_version() -> str | None:
+    from dmdet_infer.model import openvino_installed
+
+    if not openvino_installed():
+        return None
+    import openvino
+
+    return str(openvino.__version__)
 
 
 def main() -> None:
@@ -348,6 +377,8 @@ def main() -> None:
                         "runs/w8)")
     parser.add_argument("--width", type=int, nargs="*", default=[16], help="--torch: also time untrained networks of "
                         "these widths")
+    parser.add_argument("--runtimes", default=None, help="comma-separated runtimes for dmdet (onnxruntime, openvino); "
+                        "default: both when openvino is installed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/inference (or "
                         "runtimes with --torch)")

@@ -70,11 +70,17 @@ def _versions(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     import numba
     import onnxruntime
 
-    from .model import working_providers
+    from .model import openvino_installed, working_providers
 
     click.echo(f"dmdet-infer {__version__} (onnxruntime {onnxruntime.__version__}, numba {numba.__version__}, "
                f"python {sys.version.split()[0]})")
     click.echo("working providers: " + ", ".join(working_providers()))
+    if openvino_installed():
+        import openvino
+
+        click.echo(f"openvino {openvino.__version__}: runs the network on the CPU (--runtime auto)")
+    else:
+        click.echo('openvino: not installed (pip install "dmdet[openvino]" runs the network about 2x faster on a CPU)')
     ctx.exit(0)
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 Triple = tuple[float, float, float]
 REFINEMENTS = ("lsq", "gaussian", "parabolic", "centroid", "none")
 DEVICES = ("auto", "cpu", "cuda")
+RUNTIMES = ("auto", "onnxruntime", "openvino")
 
 
 def as_triple(value: float | Iterable[float], name: str) -> Triple:
@@ -120,7 +121,9 @@ class DetectorConfig:
         (``Detector.detect_stack``, ``Detector.detect_frames`` of a sequence or array). None (default): on when the
         model runs on CUDA, off on the CPU (where both would compete for the same cores and two tiles or frames
         would be in memory). The spots are the same either way.
-
+    runtime : str, optional
+        What runs the network: "auto" (OpenVINO on the CPU when it is installed, ``pip install "dmdet[openvino]"``,
+        and the model is float32; else ONNX Runtime), "onnxruntime" or "openvino" (CPU only).
 
     Raises
     ------
@@ -182,6 +185,10 @@ class DetectorConfig:
         "on only when clearly outside the range; off: never resample.", "spot_size", metavar="Z,XY[um]|auto|off",
         show_default=True))
     overlap: bool | None = None
+    runtime: str = field(default="auto", metadata=_cli(
+        "--runtime", "What runs the network on the CPU: auto uses OpenVINO when it is installed (pip install "
+        "\"dmdet[openvino]\"; about 2x faster here, the same spots) and ONNX Runtime otherwise.", "choice",
+        choices=RUNTIMES, show_default=True))
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -193,6 +200,8 @@ class DetectorConfig:
             put("model", os.fspath(self.model))
         if self.device not in DEVICES:
             raise InputError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.runtime not in RUNTIMES:
+            raise InputError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if isinstance(self.threshold, str) and self.threshold.strip().lower() == "auto":
             put("threshold", "auto")
         elif self.threshold is not None:
@@ -249,7 +258,7 @@ class DetectorConfig:
         Traceback (most recent call last):
         ...
         dmdet_infer.errors.InputError: unknown detector option 'treshold'; the options are model, device, \
-threshold, min_distance, refine, tile, threads, tile_memory, split_pairs, mass_cut, spot_size, overlap
+threshold, min_distance, refine, tile, threads, tile_memory, split_pairs, mass_cut, spot_size, overlap, runtime
         """
         if not isinstance(values, Mapping):
             raise InputError(f"a detector config is a mapping of options, got {type(values).__name__}")

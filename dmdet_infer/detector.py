@@ -180,7 +180,7 @@ class Detector:
             config = config.replace(model=model)
         self.config = config
         self.model = model if isinstance(model, Model) else Model(config.model, device=config.device,
-                                                                   threads=config.threads)
+                                                                   threads=config.threads, runtime=config.runtime)
         self.overlap = self.model.on_cuda if config.overlap is None else config.overlap
         info = self.model.info
         threshold = config.threshold
@@ -639,7 +639,7 @@ class Detector:
         info = self.info
         return {"threshold": self.fixed_threshold, "mass_cut": None,
                 "threshold_mode": "auto" if self.auto else "fixed", "normalisation": dict(info.normalisation),
-                "model": info.name}
+                "model": info.name, "runtime": self.model.runtime}
 
     def candidates(self, volume: np.ndarray, floor: float = autothreshold.GRID[0],
                    measure_level: float = autothreshold.MEASURE_LEVEL) -> tuple[np.ndarray, np.ndarray]:

@@ -122,7 +122,10 @@ def test_suppress_matches_find_peaks_order_and_rule():
         suppress(np.zeros((2, 3)), np.zeros(3), 1.0)
 
 
-def test_detection_never_holds_the_whole_density_map(pooled_model_path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_detection_never_holds_the_whole_density_map(pooled_model_path, tmp_path, monkeypatch, runtime):
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
     monkeypatch.setattr(normalise, "MAX_SAMPLES", 1 << 14)
     shape = (8, 256, 256)
     path = tmp_path / "big.npy"
@@ -137,15 +140,18 @@ def test_detection_never_holds_the_whole_density_map(pooled_model_path, tmp_path
     volume = np.load(path, mmap_mode="r")
     # spot_size=None: the spot-size estimate reads a fixed-size crop (scale.MAX_CROP, a few MB whatever the volume),
     # which this deliberately small volume would not dwarf
-    det = Detector(pooled_model_path, device="cpu", tile=(8, 32, 32), spot_size=None)
+    det = Detector(pooled_model_path, device="cpu", tile=(8, 32, 32), spot_size=None, runtime=runtime)
     det.detect(volume[:, :32, :32])  # warm caches outside the measurement
     tracemalloc.start()
     spots = det.detect(volume)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     whole_map = volume.size * 4
+    # OpenVINO's map of a tile is copied into a numpy array, which tracemalloc sees (ONNX Runtime allocates its
+    # output itself): one tile's map more, never the volume's
+    tile_map = 4 * np.prod([min(s, t + 2 * h) for s, t, h in zip(shape, (8, 32, 32), det.info.halo_zyx)])
     assert len(spots) > 40
-    assert peak < whole_map / 4, (peak, whole_map)
+    assert peak < whole_map / 4 + (tile_map if runtime == "openvino" else 0), (peak, whole_map, tile_map)
 
 
 def _movie(path, frames, shape=(4, 64, 64)):

@@ -73,3 +73,25 @@ def test_very_bright_spots_give_one_spot_each():
         spots = detector.detect(volume)
         s = score_spots(np.c_[spots.z, spots.y, spots.x], truth, 5.0)
         assert s["tp"] == 12 and s["fp"] <= 1, (amplitude, s)
+
+
+def test_both_runtimes_find_the_same_spots_on_the_example_stack(tmp_path):
+    """OpenVINO (the CPU default when installed) and ONNX Runtime: the same CSV to rounding, the runtime reported."""
+    import pytest
+
+    pytest.importorskip("openvino")
+    import tifffile
+
+    from dmdet_infer import Detector
+
+    volume = tifffile.imread(EXAMPLES / "virus_snr4.tif")
+    a = Detector(device="cpu").detect(volume)
+    b = Detector(device="cpu", runtime="onnxruntime").detect(volume)
+    assert (a.meta["runtime"], b.meta["runtime"]) == ("openvino", "onnxruntime")
+    assert len(a) == len(b) > 0
+    np.testing.assert_allclose(a.zyx, b.zyx, atol=1e-4)
+    np.testing.assert_allclose(a.score, b.score, atol=1e-4)
+    out = tmp_path / "spots.csv"
+    result = CliRunner().invoke(main, [str(EXAMPLES / "virus_snr4.tif"), "-o", str(out), "--runtime", "onnxruntime"])
+    assert result.exit_code == 0, result.output
+    assert len(np.loadtxt(out, delimiter=",", skiprows=1, ndmin=2)) == len(b)

@@ -54,7 +54,7 @@ def test_default_model_path_is_inside_the_package():
 
 def test_io_binding_path_equals_plain_run(model_path):
     """The CUDA path's IO binding code, bound on the CPU here: same output as session.run."""
-    model = Model(model_path, device="cpu")
+    model = Model(model_path, device="cpu", runtime="onnxruntime")
     assert model.io_binding is False  # CPU: never bound
     x = np.random.default_rng(0).standard_normal((5, 16, 24)).astype(np.float32)
     plain = model.run(x)
@@ -65,7 +65,7 @@ def test_io_binding_path_equals_plain_run(model_path):
 
 
 def test_io_binding_failure_falls_back_to_session_run_once(model_path):
-    model = Model(model_path, device="cpu")
+    model = Model(model_path, device="cpu", runtime="onnxruntime")
     x = np.random.default_rng(1).standard_normal((5, 16, 24)).astype(np.float32)
     plain = model.run(x)
     model.io_binding, model.bind_device = None, "no-such-device"
@@ -91,3 +91,65 @@ def test_a_network_returning_another_shape_is_refused(tmp_path):
     m = Model(path, device="cpu")
     with pytest.raises(InputError, match="returned"):
         m.run(np.zeros((4, 16, 16), np.float32))
+
+
+def test_runtime_choice_is_checked_and_reported(model_path, monkeypatch):
+    import dmdet_infer.model as model_module
+
+    assert Model(model_path, device="cpu", runtime="onnxruntime").runtime == "onnxruntime"
+    with pytest.raises(InputError, match="runtime must be one of auto, onnxruntime, openvino, got 'tvm'"):
+        Model(model_path, runtime="tvm")
+    with pytest.raises(InputError, match="runtime openvino runs on the CPU"):
+        Model(model_path, device="cuda", runtime="openvino")
+    monkeypatch.setattr(model_module, "openvino_installed", lambda: False)
+    assert Model(model_path, device="cpu").runtime == "onnxruntime"  # auto without openvino
+    with pytest.raises(InputError, match=r'needs the openvino package: pip install "dmdet\[openvino\]"'):
+        Model(model_path, device="cpu", runtime="openvino")
+
+
+def test_openvino_runs_the_same_network_as_onnx_runtime(model_path):
+    """The shipped network through OpenVINO's CPU plugin: the map of ONNX Runtime to float rounding, on blocks of
+    several shapes in one model (its shapes are dynamic), from several threads at once."""
+    pytest.importorskip("openvino")
+    from concurrent.futures import ThreadPoolExecutor
+
+    ov, ort = Model(model_path, device="cpu"), Model(model_path, device="cpu", runtime="onnxruntime")
+    assert ov.runtime == "openvino" and ort.runtime == "onnxruntime"
+    rng = np.random.default_rng(3)
+    blocks = [rng.standard_normal(s).astype(np.float32) for s in [(5, 16, 24), (10, 64, 64), (3, 32, 8)]]
+    for block in blocks:
+        a, b = ov.run(block), ort.run(block)
+        assert a.shape == block.shape and a.dtype == np.float32
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    with ThreadPoolExecutor(3) as pool:
+        maps = list(pool.map(ov.run, blocks * 2))
+    for block, got in zip(blocks * 2, maps):
+        np.testing.assert_allclose(got, ort.run(block), atol=2e-5)
+
+
+def test_openvino_call_is_cancelled_by_cancel_runs(model_path):
+    pytest.importorskip("openvino")
+    import threading
+    import time
+
+    from dmdet_infer.model import cancel_runs
+
+    model = Model(model_path, device="cpu", runtime="openvino")
+    block = np.random.default_rng(0).normal(size=(32, 256, 256)).astype(np.float32)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            model.run(block)
+        except BaseException as exc:  # noqa: BLE001 (the cancelled call's error is the result)
+            errors.append(exc)
+
+    worker = threading.Thread(target=call)
+    start = time.monotonic()
+    worker.start()
+    time.sleep(0.3)
+    assert cancel_runs(timeout=2.0)
+    worker.join(2.0)
+    assert not worker.is_alive() and time.monotonic() - start < 2.0
+    assert errors and "cancelled" in str(errors[0])
+    assert model.run(block[:4, :32, :32]).shape == (4, 32, 32)  # the model still works
