@@ -1,4 +1,4 @@
-"""The diagnostic benchmarks (threshold_oracle.py, flip_average.py) on tiny stacks."""
+"""The diagnostic benchmarks (threshold_oracle.py, flip_average.py, runtime_parity.py) on tiny stacks."""
 
 import json
 import sys
@@ -42,3 +42,19 @@ def test_flip_average_quick(tmp_path):
                  "--out", str(out)]) == 0
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]["ptc_snr7"]
     assert set(rows) == {"plain", "xy2"} and rows["plain"]["f1"] > 0.5
+
+
+def test_runtime_parity_quick(tmp_path):
+    import pytest
+
+    pytest.importorskip("openvino")
+    from benchmarks.runtime_parity import main
+
+    out = tmp_path / "parity"
+    assert main(["--quick", "--n", "1", "--home", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert {"ptc_snr7", "yeast8bit", "home SNR 4"} <= set(rows)
+    for r in rows.values():
+        assert r["same"] == r["stacks"] and r["spots"][0] == r["spots"][1]  # the same spots on both runtimes
+        assert r["f1"]["onnxruntime"] == r["f1"]["openvino"]
+    assert rows["ptc_snr7"]["spots"][0] > 0 and rows["ptc_snr7"]["f1"]["openvino"] > 0.5
