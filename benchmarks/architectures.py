@@ -1,10 +1,12 @@
-"""ONNX Runtime CPU time of candidate network architectures, untrained, side by side (issue 15).
+"""CPU time of candidate network architectures, untrained, side by side (issue 15).
 
-    python benchmarks/architectures.py [--repeats 3] [--threads 2] [--out benchmarks/results/architectures]
+    python benchmarks/architectures.py [--repeats 3] [--threads 2] [--runtime onnxruntime|openvino]
+                                       [--out benchmarks/results/architectures]
 
 Each variant of ``training.network.DetNet3D`` is exported as the product exports it (norms folded, opset 17,
-dynamic shapes) and run by ONNX Runtime's CPU provider on one 1x1x10x512x512 input, in one process, rounds
-interleaved, median of ``--repeats`` after a warm-up. The weights are random: this measures cost only, which does
+dynamic shapes) and run by ONNX Runtime's CPU provider (or, ``--runtime openvino``, by OpenVINO as
+``dmdet_infer.model.OpenVINONetwork`` runs it) on one 1x1x10x512x512 input, in one process, rounds interleaved,
+median of ``--repeats`` after a warm-up. The weights are random: this measures cost only, which does
 not depend on them. Writes OUT.json and OUT.md atomically and prints the table.
 """
 
@@ -41,8 +43,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/architectures"))
+    parser.add_argument("--runtime", choices=("onnxruntime", "openvino"), default="onnxruntime")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/architectures (with openvino: "
+                        "architectures_openvino)")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = str(ROOT / "benchmarks/results" / ("architectures" + ("_openvino" if args.runtime == "openvino"
+                                                                         else "")))
     import onnxruntime as ort
     import torch
 
@@ -65,16 +72,25 @@ def main() -> None:
                 torch.onnx.export(fold_norms(net), (torch.zeros(1, 1, 8, 64, 64),), path, dynamo=False,
                                   opset_version=17, input_names=["x"], output_names=["y"],
                                   dynamic_axes={"x": axes, "y": axes})
-            sessions[name] = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-            sessions[name].run(None, {"x": x})  # warm-up
+            if args.runtime == "openvino":
+                from dmdet_infer.model import OpenVINONetwork
+
+                network = OpenVINONetwork(Path(path), args.threads)
+                sessions[name] = lambda network=network: network.forward(x, None)
+            else:
+                session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+                sessions[name] = lambda session=session: session.run(None, {"x": x})
+            sessions[name]()  # warm-up
             rows[name] = {"config": kwargs, "params": count_params(net), "gmac": gflops(net, SHAPE), "seconds": []}
         for _ in range(args.repeats):
-            for name, session in sessions.items():
+            for name, run in sessions.items():
                 t0 = time.perf_counter()
-                session.run(None, {"x": x})
+                run()
                 rows[name]["seconds"].append(time.perf_counter() - t0)
     base = float(np.median(rows["w8 L3 (shipped)"]["seconds"]))
-    lines = [f"ONNX Runtime {ort.__version__}, CPU, {args.threads} threads, input 1x1x{'x'.join(map(str, SHAPE))}, "
+    runtime = (f"OpenVINO {__import__('openvino').__version__}" if args.runtime == "openvino"
+               else f"ONNX Runtime {ort.__version__}")
+    lines = [f"{runtime}, CPU, {args.threads} threads, input 1x1x{'x'.join(map(str, SHAPE))}, "
              f"median of {args.repeats}; load average {os.getloadavg()[0]:.1f}", "",
              "| network | parameters | GMAC | seconds | / shipped | GFLOP/s |", "| --- | --- | --- | --- | --- | --- |"]
     for name, r in rows.items():

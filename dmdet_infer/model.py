@@ -78,7 +78,7 @@ class _Cancel:
     terminate = False
 
 
-class _OpenVINO:
+class OpenVINONetwork:
     """The network compiled by OpenVINO for the CPU, one infer request per calling thread."""
 
     def __init__(self, path: Path, threads: int | None):
@@ -165,11 +165,11 @@ class Model:
         self.io_binding: bool | None = None if self.on_cuda else False
         self.io_binding_error: str | None = None
         self.bind_device = "cuda"  # where IO binding puts the input and output (tests bind on "cpu")
-        self.openvino: _OpenVINO | None = self._openvino(runtime, threads)
+        self.openvino: OpenVINONetwork | None = self._openvino(runtime, threads)
         #: The runtime that runs the network: "openvino" or "onnxruntime".
         self.runtime = "openvino" if self.openvino is not None else "onnxruntime"
 
-    def _openvino(self, runtime: str, threads: int | None) -> _OpenVINO | None:
+    def _openvino(self, runtime: str, threads: int | None) -> OpenVINONetwork | None:
         """The network compiled by OpenVINO when ``runtime`` asks for it (or allows it, on the CPU), else None."""
         if runtime == "onnxruntime" or (runtime == "auto" and (self.on_cuda or not openvino_installed()
                                                                or self.info.precision != "fp32")):
@@ -177,7 +177,7 @@ class Model:
         if runtime == "openvino" and not openvino_installed():
             raise InputError('runtime openvino needs the openvino package: pip install "dmdet[openvino]"')
         try:
-            return _OpenVINO(self.path, threads)
+            return OpenVINONetwork(self.path, threads)
         except Exception as exc:  # OpenVINO raises its own exception types
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             if runtime == "openvino":
