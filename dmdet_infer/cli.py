@@ -76,9 +76,12 @@ def _versions(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
                f"python {sys.version.split()[0]})")
     click.echo("working providers: " + ", ".join(working_providers()))
     if openvino_installed():
-        import openvino
+        try:
+            import openvino
 
-        click.echo(f"openvino {openvino.__version__}: runs the network on the CPU (--runtime auto)")
+            click.echo(f"openvino {openvino.__version__.split('-')[0]}: runs the network on the CPU (--runtime auto)")
+        except Exception as exc:  # a broken install: auto falls back to ONNX Runtime
+            click.echo(f"openvino: installed but not importable ({type(exc).__name__}); ONNX Runtime runs the network")
     else:
         click.echo('openvino: not installed (pip install "dmdet[openvino]" runs the network about 2x faster on a CPU)')
     ctx.exit(0)

@@ -267,6 +267,8 @@ def test_batched_prediction_equals_one_volume_at_a_time_in_order():
                 assert [m.shape for m in many] == shapes
                 assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(one, many))
     assert predict_many(net, []) == []
+    assert torch.is_grad_enabled()  # called where autograd records (as finalise is): no graph, plain arrays
+    assert np.allclose(predict_many(net, volumes[:2])[1], predict(net, volumes[1]), atol=1e-5)
 
 
 def test_flip_averaging_teacher_averages_the_maps_of_the_four_yx_flips():

@@ -36,6 +36,8 @@ class TorchModel(Model):
         self.info = model_info(network, cfg, ckpt)
         self.device = device
         self.providers = ["TorchCUDA" if self.torch_device.type == "cuda" else "TorchCPU"]
+        self.runtime = "torch"
+        self.openvino = None
 
     @property
     def on_cuda(self) -> bool:

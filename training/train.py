@@ -111,6 +111,7 @@ def predict(model: DetNet3D, volume: np.ndarray, flips: bool = False) -> np.ndar
     return predict_many(model, [volume], flips)[0]
 
 
+@torch.no_grad()
 def predict_many(model: DetNet3D, volumes: list[np.ndarray], flips: bool = False,
                  batch: int = PREDICT_BATCH) -> list[np.ndarray]:
     """:func:`predict` of each volume, consecutive volumes of one shape run ``batch`` at a time.
