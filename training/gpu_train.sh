@@ -11,7 +11,7 @@
 # Several configs, comma-separated, train side by side on the one GPU (small networks leave most of it idle): their
 # data pool (the first config's, which the others must share) is simulated once with every core into
 # $WORK/cache, then each run reads it with its own process, into $WORK/run1, $WORK/run2, ... For issue 15:
-#   CONFIG=training/configs/stem_w8_gpu.json,training/configs/stem_w6_gpu.json,training/configs/stem_w6_tta_gpu.json \
+#   CONFIG=training/configs/stem_w8_gpu.json,training/configs/stem_w8_tta_gpu.json,training/configs/stem_w8_lr3_gpu.json \
 #     bash training/gpu_train.sh start
 # Their teachers' maps are computed once per run before the first step (teacher_precompute; the flip-averaged one
 # takes four passes per stack), and each run trains for 5 minutes: about 10 minutes in all with the pool and the
