@@ -132,10 +132,11 @@ def test_openvino_call_is_cancelled_by_cancel_runs(model_path):
     import threading
     import time
 
+    import dmdet_infer.model as model_module
     from dmdet_infer.model import cancel_runs
 
     model = Model(model_path, device="cpu", runtime="openvino")
-    block = np.random.default_rng(0).normal(size=(32, 256, 256)).astype(np.float32)
+    block = np.random.default_rng(0).normal(size=(32, 512, 512)).astype(np.float32)  # seconds on a CPU
     errors: list[BaseException] = []
 
     def call() -> None:
@@ -145,11 +146,13 @@ def test_openvino_call_is_cancelled_by_cancel_runs(model_path):
             errors.append(exc)
 
     worker = threading.Thread(target=call)
-    start = time.monotonic()
     worker.start()
-    time.sleep(0.3)
+    while not model_module._ACTIVE and worker.is_alive():  # the call is in flight
+        time.sleep(0.005)
+    time.sleep(0.1)
+    start = time.monotonic()
     assert cancel_runs(timeout=2.0)
     worker.join(2.0)
-    assert not worker.is_alive() and time.monotonic() - start < 2.0
+    assert not worker.is_alive() and time.monotonic() - start < 1.0
     assert errors and "cancelled" in str(errors[0])
     assert model.run(block[:4, :32, :32]).shape == (4, 32, 32)  # the model still works
