@@ -88,8 +88,9 @@ def main() -> None:
                 run()
                 rows[name]["seconds"].append(time.perf_counter() - t0)
     base = float(np.median(rows["w8 L3 (shipped)"]["seconds"]))
-    runtime = (f"OpenVINO {__import__('openvino').__version__}" if args.runtime == "openvino"
-               else f"ONNX Runtime {ort.__version__}")
+    from dmdet_infer.model import openvino_version
+
+    runtime = f"OpenVINO {openvino_version()}" if args.runtime == "openvino" else f"ONNX Runtime {ort.__version__}"
     lines = [f"{runtime}, CPU, {args.threads} threads, input 1x1x{'x'.join(map(str, SHAPE))}, "
              f"median of {args.repeats}; load average {os.getloadavg()[0]:.1f}", "",
              "| network | parameters | GMAC | seconds | / shipped | GFLOP/s |", "| --- | --- | --- | --- | --- | --- |"]

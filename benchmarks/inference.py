@@ -286,7 +286,7 @@ def side_by_side(args: argparse.Namespace) -> None:
     """The default job (module docstring)."""
     import onnxruntime
 
-    from dmdet_infer.model import default_model_path, openvino_installed
+    from dmdet_infer.model import default_model_path, openvino_installed, openvino_version
 
     models: dict[str, Path | None] = {}
     for text in args.model or ["default"]:
@@ -300,8 +300,7 @@ def side_by_side(args: argparse.Namespace) -> None:
     found = {name: fn(volume) for name, fn in fns.items()}
     same_spots = {}  # per model: every runtime's spots equal to the first runtime's (coordinates to 1e-4 voxel)
     for name in models:
-        tables = [np.stack([found[f"dmdet:{name}:{r}"].z, found[f"dmdet:{name}:{r}"].y,
-                            found[f"dmdet:{name}:{r}"].x], 1) for r in runtimes]
+        tables = [found[f"dmdet:{name}:{r}"].zyx for r in runtimes]
         same_spots[name] = {"spots": [len(t) for t in tables], "same": all(
             t.shape == tables[0].shape and np.allclose(t, tables[0], atol=1e-4) for t in tables)}
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -335,7 +334,7 @@ def side_by_side(args: argparse.Namespace) -> None:
               "runtimes": list(runtimes), "same_spots": same_spots,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "node": platform.node(),
                           "load_after": os.getloadavg(), "onnxruntime": onnxruntime.__version__,
-                          "openvino": _openvino_version(),
+                          "openvino": openvino_version(),
                           "python": platform.python_version()},
               "rows": rows}
     lines = [f"One simulated SNR-4 stack {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint16 (500 particles), one process, "
@@ -356,16 +355,6 @@ def side_by_side(args: argparse.Namespace) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(table + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _openvino_version() -> str | None:
-    from dmdet_infer.model import openvino_installed
-
-    if not openvino_installed():
-        return None
-    import openvino
-
-    return str(openvino.__version__)
 
 
 def main() -> None:

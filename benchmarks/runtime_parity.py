@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import _generators as gen  # noqa: E402
 from benchmarks.table1 import machine_info, write_tables  # noqa: E402
 from dmdet_infer import Detector  # noqa: E402
+from dmdet_infer.model import openvino_version  # noqa: E402
 from training import evaluate as ev  # noqa: E402
 from training.matching import score  # noqa: E402
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     machine = machine_info()
     detectors = {r: Detector(args.model, device="cpu", runtime=r) for r in RUNTIMES}
-    machine["openvino"] = __import__("openvino").__version__
+    machine["openvino"] = openvino_version()
     t0 = time.perf_counter()
     rows: dict[str, dict] = {}
     for condition, vol, truth in stacks(args.n, args.home, args.quick):

@@ -70,18 +70,16 @@ def _versions(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     import numba
     import onnxruntime
 
-    from .model import openvino_installed, working_providers
+    from .model import openvino_installed, openvino_version, working_providers
 
     click.echo(f"dmdet-infer {__version__} (onnxruntime {onnxruntime.__version__}, numba {numba.__version__}, "
                f"python {sys.version.split()[0]})")
     click.echo("working providers: " + ", ".join(working_providers()))
-    if openvino_installed():
-        try:
-            import openvino
-
-            click.echo(f"openvino {openvino.__version__.split('-')[0]}: runs the network on the CPU (--runtime auto)")
-        except Exception as exc:  # a broken install: auto falls back to ONNX Runtime
-            click.echo(f"openvino: installed but not importable ({type(exc).__name__}); ONNX Runtime runs the network")
+    openvino = openvino_version()
+    if openvino:
+        click.echo(f"openvino {openvino}: runs the network on the CPU (--runtime auto)")
+    elif openvino_installed():
+        click.echo("openvino: installed but not importable; ONNX Runtime runs the network")
     else:
         click.echo('openvino: not installed (pip install "dmdet[openvino]" runs the network about 2x faster on a CPU)')
     ctx.exit(0)

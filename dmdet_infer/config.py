@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import InputError, where
+from .model import DEVICES, RUNTIMES
 
 if TYPE_CHECKING:
     from .detector import Detector
 
 Triple = tuple[float, float, float]
 REFINEMENTS = ("lsq", "gaussian", "parabolic", "centroid", "none")
-DEVICES = ("auto", "cpu", "cuda")
-RUNTIMES = ("auto", "onnxruntime", "openvino")
 
 
 def as_triple(value: float | Iterable[float], name: str) -> Triple:

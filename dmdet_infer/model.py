@@ -71,6 +71,17 @@ def openvino_installed() -> bool:
         return False
 
 
+def openvino_version() -> str | None:
+    """OpenVINO's release (e.g. "2026.4.1"), or None when it is not installed or cannot be imported."""
+    if not openvino_installed():
+        return None
+    try:
+        import openvino
+    except Exception:  # a broken install: Model(runtime="auto") falls back to ONNX Runtime
+        return None
+    return str(openvino.__version__).split("-")[0]
+
+
 class _Cancel:
     """What :func:`cancel_runs` sets on an OpenVINO call in progress (ONNX Runtime's ``RunOptions`` has the same
     ``terminate`` attribute)."""
@@ -90,7 +101,6 @@ class OpenVINONetwork:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-        self.version = ov.__version__
         self.local = threading.local()
 
     def forward(self, x: np.ndarray, cancel: _Cancel | None) -> np.ndarray:
