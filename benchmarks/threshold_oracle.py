@@ -53,9 +53,9 @@ BIG_SNRS = (1.0, 2.0, 4.0)
 GATE = 5.0  # voxels, strictly below (training.matching)
 
 
-def stacks(seed: int, n: int, big: int, home: int, quick: bool = False):
+def stacks(seed: int, n: int, big: int, home: int, quick: bool = False, conditions=CONDITIONS):
     """(condition, volume, truth) of every validation stack (``quick``: the conditions' tiny stacks)."""
-    for name in CONDITIONS:
+    for name in conditions:
         for i in range(n):
             vol, zyx = gen.make_stack(name, "validation", i, seed=seed, quick=quick)
             yield name, vol, zyx
@@ -145,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", type=int, default=2, help="Table 1 validation stacks per SNR x density (default 2)")
     p.add_argument("--out", default="benchmarks/results/threshold_oracle", help="output prefix (.md, .json)")
     p.add_argument("--quick", action="store_true", help="the conditions' tiny stacks (seconds; for tests)")
+    p.add_argument("--conditions", default=",".join(CONDITIONS),
+                   help="comma-separated generalisation conditions (default: all nine)")
     args = p.parse_args(argv)
+    conditions = tuple(c for c in args.conditions.split(",") if c)
+    if unknown := sorted(set(conditions) - set(CONDITIONS)):
+        p.error(f"unknown condition(s) {', '.join(unknown)}; known: {', '.join(CONDITIONS)}")
     machine = machine_info()
     det = Detector(args.model, split_pairs=False)
     calibration = det.info.noise_peaks
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("the model has no noise calibration with photometric masses")
     by: dict[str, list[dict]] = {}
     t0 = time.perf_counter()
-    for name, vol, truth in stacks(args.seed, args.n, args.big, args.home, args.quick):
+    for name, vol, truth in stacks(args.seed, args.n, args.big, args.home, args.quick, conditions):
         by.setdefault(name, []).append({**record(det, vol), "truth": truth})
         print(f"{name} {len(by[name])}: cut {by[name][-1]['t']:.2f} / {by[name][-1]['a']:.1f}", file=sys.stderr)
     rows = {name: pooled(rs, calibration) for name, rs in by.items()}

@@ -25,6 +25,20 @@ def test_threshold_oracle_quick(tmp_path):
     assert "| ptc_snr7 |" in out.with_suffix(".md").read_text()
 
 
+def test_threshold_oracle_conditions(tmp_path, capsys):
+    import pytest
+
+    from benchmarks.threshold_oracle import main
+
+    out = tmp_path / "oracle"
+    assert main(["--quick", "--n", "1", "--big", "0", "--home", "0", "--conditions", "ptc_snr7,tissue_faint",
+                 "--out", str(out)]) == 0
+    assert set(json.loads(out.with_suffix(".json").read_text())["rows"]) == {"ptc_snr7", "tissue_faint"}
+    with pytest.raises(SystemExit):
+        main(["--quick", "--conditions", "ptc_snr9", "--out", str(out)])
+    assert "unknown condition(s) ptc_snr9" in capsys.readouterr().err
+
+
 def test_flip_average_quick(tmp_path):
     import numpy as np
 
