@@ -238,6 +238,10 @@ def test_precomputed_teacher_maps_are_blended_into_the_training_targets(tmp_path
                 + predict(net, v[:, ::-1].copy())[:, ::-1] + predict(net, v[:, ::-1, ::-1].copy())[:, ::-1, ::-1]) / 4
         half = distilled(items, net, 0.5, flips=True)[1].target
         assert np.allclose(half, 0.5 * items[1].target + 0.5 * mean, atol=1e-6)
+        floored = distilled(items, net, 0.5, floor=True)[0].target
+        blend = distilled(items, net, 0.5)[0].target
+        assert np.array_equal(floored, np.maximum(blend, items[0].target))
+        assert (floored >= items[0].target).all() and (floored > blend).any()
     # in training: a teacher's precomputed maps, and the run trains without a teacher pass per step
     cfg = tiny_config(norm="frozen", max_steps=2, val_every=2, data=DataSpec(n_stacks=4, shape=(10, 64, 64),
                                                                               snr=7.0, density="high"))

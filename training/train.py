@@ -67,9 +67,10 @@ def teacher_map(teacher: torch.nn.Module, x: torch.Tensor, flips: bool = False) 
 
 @torch.no_grad()
 def distilled(items: list[Item], teacher: DetNet3D, weight: float, flips: bool = False,
-              progress: bool = False) -> list[Item]:
+              progress: bool = False, floor: bool = False) -> list[Item]:
     """``items`` with each target blended towards the teacher's map of the whole stack: ``lerp(target, map,
-    weight)``; with ``flips``, the map is the mean over the four YX flips (as :func:`teacher_map`)."""
+    weight)``; with ``flips``, the map is the mean over the four YX flips (as :func:`teacher_map`); with
+    ``floor``, never below the target itself."""
     it = range(0, len(items), PREDICT_BATCH)
     if progress:
         from tqdm import tqdm
@@ -80,6 +81,8 @@ def distilled(items: list[Item], teacher: DetNet3D, weight: float, flips: bool =
         chunk = items[start:start + PREDICT_BATCH]
         for item, mean in zip(chunk, predict_many(teacher, [c.volume for c in chunk], flips)):
             target = (1.0 - weight) * item.target.astype(np.float64) + weight * mean.astype(np.float64)
+            if floor:
+                target = np.maximum(target, item.target)
             out.append(dataclasses.replace(item, target=target.astype(np.float32)))
     return out
 
@@ -274,7 +277,7 @@ RESUME_MAY_CHANGE = ("max_steps", "max_minutes", "threads", "patience", "val_eve
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """Config keys that must match to resume (budgets and thread counts may change; data keys added since a
     checkpoint was written count at their defaults)."""
-    out = {k: v for k, v in cfg.items() if k not in RESUME_MAY_CHANGE}
+    out = {"teacher_floor": False, **{k: v for k, v in cfg.items() if k not in RESUME_MAY_CHANGE}}
     if isinstance(out.get("data"), dict):
         out["data"] = {"split_counts": None, "split_stacks": None, **out["data"]}
     return out
@@ -357,7 +360,8 @@ def train(
         if not train_items:
             raise ValueError(f"the training split is empty ({cfg.data.split_definition()})")
         if teacher is not None and cfg.teacher_precompute:
-            train_items = distilled(train_items, teacher, cfg.teacher_weight, cfg.teacher_flips, progress)
+            train_items = distilled(train_items, teacher, cfg.teacher_weight, cfg.teacher_flips, progress,
+                                    cfg.teacher_floor)
         sampler = CropSampler(train_items, cfg.crop, cfg.batch, rng, cfg.flips, cfg.transpose)
         if cfg.data.source == "annotations":
             stacks = {"train": stack_labels(train_items), "val": stack_labels(val_items)}
@@ -417,7 +421,8 @@ def train(
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if teacher is not None and not cfg.teacher_precompute:
                 with torch.no_grad():
-                    y = torch.lerp(y, teacher_map(teacher, x, cfg.teacher_flips), cfg.teacher_weight)
+                    blend = torch.lerp(y, teacher_map(teacher, x, cfg.teacher_flips), cfg.teacher_weight)
+                    y = torch.maximum(blend, y) if cfg.teacher_floor else blend
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             loss.backward()
