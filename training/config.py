@@ -168,8 +168,8 @@ class TrainConfig:
     # context rather than the crop's; needs a stored pool (not data.online)
     teacher_precompute: bool = False
     # the annotated density is a floor of the blended target (max(truth, blend)): the teacher may add to the target
-    # but never take away from an annotated spot (a teacher that misses faint spots would teach the student to miss
-    # them: BENCHMARKS.md, sixteenth session)
+    # but never take away from an annotated spot (tried on the CPU: it did not keep faint tissue either;
+    # BENCHMARKS.md, sixteenth session)
     teacher_floor: bool = False
     # detection / evaluation
     min_distance_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)

@@ -11,10 +11,10 @@
 # Several configs, comma-separated, train side by side on the one GPU (small networks leave most of it idle): their
 # data pool (the first config's, which the others must share) is simulated once with every core into
 # $WORK/cache, then each run reads it with its own process, into $WORK/run1, $WORK/run2, ... For issue 15:
-#   CONFIG=training/configs/stem_w8_gpu.json,training/configs/stem_w8_tta_gpu.json,training/configs/stem_w8_lr3_gpu.json \
+#   CONFIG=training/configs/stem_w8_gpu.json,training/configs/stem_w8_gt_gpu.json,training/configs/stem_w8_lr3_gpu.json \
 #     bash training/gpu_train.sh start
-# Their teachers' maps are computed once per run before the first step (teacher_precompute; the flip-averaged one
-# takes four passes per stack), and each run trains for 5 minutes: about 10 minutes in all with the pool and the
+# The distilled runs compute their teacher's maps once before the first step (teacher_precompute; stem_w8_gt_gpu
+# trains on the truth alone), and each run trains for 5 minutes: about 10 minutes in all with the pool and the
 # final threshold tuning, within a session's 15 minutes of device time.
 #
 # Stage 5: a pool of 8000 mixed stacks 16x128x128 (2/3 microscopy-like with 1 in 10 very bright, 1/3 challenge
