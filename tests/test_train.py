@@ -136,6 +136,14 @@ def test_training_smoke_learns_resumes_and_tunes(tmp_path):
     assert [h["step"] for h in hist2] == [10, 20, 30]
     assert load_checkpoint(out / "last.pt")["step"] == 30
 
+    # a checkpoint written before a config key existed resumes, the key counting at its default
+    ck = load_checkpoint(out / "last.pt")
+    del ck["config"]["teacher_floor"], ck["config"]["data"]["split_stacks"]
+    torch.save(ck, out / "last.pt")
+    cfg.max_steps = 40
+    train(cfg, out, progress=False)
+    assert load_checkpoint(out / "last.pt")["step"] == 40
+
     # a changed config is refused, --restart starts over
     with pytest.raises(ValueError, match="different config"):
         train(tiny_config(width=8, max_steps=30), out, progress=False)

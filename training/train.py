@@ -277,9 +277,10 @@ RESUME_MAY_CHANGE = ("max_steps", "max_minutes", "threads", "patience", "val_eve
 def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
     """Config keys that must match to resume (budgets and thread counts may change; data keys added since a
     checkpoint was written count at their defaults)."""
-    out = {"teacher_floor": False, **{k: v for k, v in cfg.items() if k not in RESUME_MAY_CHANGE}}
+    defaults = TrainConfig().to_dict()
+    out = {k: v for k, v in {**defaults, **cfg}.items() if k not in RESUME_MAY_CHANGE}
     if isinstance(out.get("data"), dict):
-        out["data"] = {"split_counts": None, "split_stacks": None, **out["data"]}
+        out["data"] = {**defaults["data"], **out["data"]}
     return out
 
 
