@@ -72,3 +72,16 @@ def test_runtime_parity_quick(tmp_path):
         assert r["same"] == r["stacks"] and r["spots"][0] == r["spots"][1]  # the same spots on both runtimes
         assert r["f1"]["onnxruntime"] == r["f1"]["openvino"]
     assert rows["ptc_snr7"]["spots"][0] > 0 and rows["ptc_snr7"]["f1"]["openvino"] > 0.5
+
+
+def test_ptc_nuisances_quick(tmp_path):
+    from benchmarks.ptc_nuisances import VARIANTS, main
+
+    out = tmp_path / "nuisances"
+    assert main(["--snrs", "7", "--n", "1", "--shape", "8,64,64", "--particles", "6", "--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert set(rows) == {f"SNR 7, {name}" for name in VARIANTS}
+    for r in rows.values():
+        assert r["particles"] == rows["SNR 7, as simulated"]["particles"]  # the same draws in every variant
+        assert r["oracle"]["f1"] > 0.5  # bright spots are found
+    assert "| SNR 7, no read noise |" in out.with_suffix(".md").read_text()
