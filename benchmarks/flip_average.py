@@ -19,7 +19,6 @@ and OUT.json atomically; about 4 minutes on 2 cores with the defaults.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import _generators as gen  # noqa: E402
-from benchmarks.table1 import machine_info, write_tables  # noqa: E402
+from benchmarks.table1 import machine_info, write_diagnostic  # noqa: E402
 from dmdet_infer import Detector  # noqa: E402
 from dmdet_infer.peaks import find_peaks  # noqa: E402
 from training.matching import score  # noqa: E402
@@ -106,11 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {condition} | " + " | ".join(
             f"{r[v]['f1']:.3f} ({r[v]['tp']} / {r[v]['fp']} / {r[v]['fn']}) at {r[v]['threshold']:.2f}"
             for v in variants) + " |")
-    text = (f"Density maps averaged over flips, best single threshold per condition (oracle), validation stacks "
-            f"(`python benchmarks/flip_average.py`; {platform.node()}, {machine.get('date_utc')}, git "
-            f"{str(machine.get('git_commit'))[:10]}; {total:.0f} s).\n\n" + "\n".join(lines) + "\n")
-    write_tables(Path(args.out), text, {"machine": machine, "args": vars(args), "rows": rows, "seconds": total})
-    print(text)
+    write_diagnostic(Path(args.out), "Density maps averaged over flips, best single threshold per condition (oracle), "
+                     "validation stacks", "flip_average.py", machine, lines, args, rows, total)
     return 0
 
 

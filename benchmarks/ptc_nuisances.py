@@ -15,7 +15,6 @@ condition's validation or test part. Writes OUT.md and OUT.json atomically; prog
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import _generators as gen  # noqa: E402
-from benchmarks.table1 import machine_info, write_tables  # noqa: E402
+from benchmarks.table1 import machine_info, write_diagnostic  # noqa: E402
 from benchmarks.threshold_oracle import pooled, record  # noqa: E402
 from dmdet_infer import Detector  # noqa: E402
 
@@ -75,12 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {a['f1']:.3f} ({a['tp']} / {a['fp']} / {a['fn']}) | {r['oracle']['f1']:.3f} | "
                      f"{r['oracle_score']['f1']:.3f} |")
     total = time.perf_counter() - t0
-    text = (f"The independent challenge simulator's nuisances, switched off one at a time ({args.n} stacks of "
-            f"{'x'.join(map(str, shape))} with {args.particles} particles per row, pair split off; "
-            f"`python benchmarks/ptc_nuisances.py`; {platform.node()}, {machine.get('date_utc')}, git "
-            f"{str(machine.get('git_commit'))[:10]}; {total:.0f} s).\n\n" + "\n".join(lines) + "\n")
-    write_tables(Path(args.out), text, {"machine": machine, "args": vars(args), "rows": rows, "seconds": total})
-    print(text)
+    write_diagnostic(Path(args.out), "The independent challenge simulator's nuisances, switched off one at a time",
+                     "ptc_nuisances.py", machine, lines, args, rows, total,
+                     detail=f"{args.n} stacks of {'x'.join(map(str, shape))} with {args.particles} particles per "
+                            "row, pair split off")
     return 0
 
 

@@ -216,6 +216,18 @@ def write_tables(out: Path, text: str, report: dict) -> None:
     _write_atomic(Path(f"{out}.json"), json.dumps(_clean(report), indent=1).encode())
 
 
+def write_diagnostic(out: Path, title: str, script: str, machine: dict, lines: list[str], args, rows: dict,
+                     seconds: float, detail: str = "") -> None:
+    """A diagnostic's table: ``title (detail; `python benchmarks/SCRIPT`; host, date, git commit; seconds)`` over
+    the Markdown ``lines``, written as OUT.md and OUT.json (machine, args, rows, seconds) by :func:`write_tables`,
+    and printed."""
+    where = f"{detail}; " if detail else ""
+    text = (f"{title} ({where}`python benchmarks/{script}`; {platform.node()}, {machine.get('date_utc')}, git "
+            f"{str(machine.get('git_commit'))[:10]}; {seconds:.0f} s).\n\n" + "\n".join(lines) + "\n")
+    write_tables(out, text, {"machine": machine, "args": vars(args), "rows": rows, "seconds": seconds})
+    print(text)
+
+
 def write_report(out: Path, text: str, report: dict, results: dict[str, list[dict]], crlb: dict[float, float]) -> None:
     """OUT.md (``text``), OUT.json (``report``) and OUT.png (F1/RMSE vs SNR of ``results``), each atomically."""
     write_tables(out, text, report)

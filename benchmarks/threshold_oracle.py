@@ -26,7 +26,6 @@ of the held-back independent check) and Table 1's validation split (``--home`` p
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import _generators as gen  # noqa: E402
-from benchmarks.table1 import machine_info, write_tables  # noqa: E402
+from benchmarks.table1 import machine_info, write_diagnostic  # noqa: E402
 from dmdet_infer import Detector  # noqa: E402
 from dmdet_infer import threshold as autothreshold  # noqa: E402
 from training import evaluate as ev  # noqa: E402
@@ -170,11 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{a['fn']}) | {o['f1']:.3f} | {o['threshold']:.2f} / {o['mass_cut']:.1f} | "
                      f"{s['f1']:.3f} | {a['f1'] - o['f1']:+.3f} |")
     total = time.perf_counter() - t0
-    text = (f"Automatic threshold against the oracle cut, validation stacks only, pair split off "
-            f"(`python benchmarks/threshold_oracle.py`; {platform.node()}, {machine.get('date_utc')}, git "
-            f"{str(machine.get('git_commit'))[:10]}; {total:.0f} s).\n\n" + "\n".join(lines) + "\n")
-    write_tables(Path(args.out), text, {"machine": machine, "args": vars(args), "rows": rows, "seconds": total})
-    print(text)
+    write_diagnostic(Path(args.out), "Automatic threshold against the oracle cut, validation stacks only, "
+                     "pair split off", "threshold_oracle.py", machine, lines, args, rows, total)
     return 0
 
 
