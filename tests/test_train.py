@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -261,6 +262,35 @@ def test_precomputed_teacher_maps_are_blended_into_the_training_targets(tmp_path
         tiny_config(teacher_precompute=True)
     with pytest.raises(ValueError, match="teacher_precompute"):
         tiny_config(teacher="t.pt", teacher_precompute=True, data=DataSpec(online=True))
+
+
+def test_teacher_maps_are_kept_in_the_cache_dir_and_reused_only_when_everything_matches(tmp_path):
+    from training.data import Item
+    from training.network import DetNet3D
+    from training.train import cached_distilled, cpu_state, distilled, teacher_cache_path
+
+    rng = np.random.default_rng(2)
+    items = [Item(rng.normal(size=(6, 16, 16)).astype(np.float32), rng.random((6, 16, 16)).astype(np.float32),
+                  np.zeros((0, 3)), {}) for _ in range(3)]
+    net = DetNet3D(width=4).eval()
+    teacher = tmp_path / "t.pt"
+    torch.save({"model": cpu_state(net)}, teacher)
+    cfg = tiny_config(teacher=str(teacher), teacher_weight=0.5,
+                      data=DataSpec(n_stacks=8, shape=(10, 64, 64), cache_dir=str(tmp_path / "cache")))
+    fresh = cached_distilled(items, net, teacher, cfg)
+    path = teacher_cache_path(items, teacher, cfg)
+    assert path is not None and path.exists() and not list(path.parent.glob(".*tmp"))
+    with mock.patch("training.train.distilled", side_effect=AssertionError("recomputed")):
+        again = cached_distilled(items, net, teacher, cfg)  # read back, not recomputed
+    for a, b, c in zip(fresh, again, distilled(items, net, 0.5)):
+        assert np.array_equal(a.target, b.target) and np.array_equal(a.target, c.target)
+    cfg.teacher_weight = 0.25  # another blend, another input or another teacher: another file
+    assert teacher_cache_path(items, teacher, cfg) != path
+    cfg.teacher_weight = 0.5
+    items[0].volume[0, 0, 0] += 1.0
+    assert teacher_cache_path(items, teacher, cfg) != path
+    cfg.data.cache_dir = None
+    assert teacher_cache_path(items, teacher, cfg) is None
 
 
 def test_batched_prediction_equals_one_volume_at_a_time_in_order():
