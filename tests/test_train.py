@@ -213,7 +213,7 @@ def test_frozen_online_training_runs_and_resumes(tmp_path):
 
 def test_distillation_targets_are_the_teachers_output(tmp_path):
     """With teacher_weight 1 the target is the teacher's map: a student starting as the teacher, in the teacher's
-    exported mode (frozen norms), has zero loss on its first steps; with weight 0 the annotated target returns."""
+    exported mode (frozen norms), has zero loss (up to rounding) on its first steps; with weight 0 the annotated target returns."""
     cfg = tiny_config(stem=True, norm="frozen", max_steps=2, val_every=2, crop=(8, 32, 32),
                       data=DataSpec(n_stacks=4, shape=(10, 64, 64), snr=7.0, density="high"))
     train(cfg, tmp_path / "teacher", progress=False, final_tuning=False)
@@ -222,7 +222,8 @@ def test_distillation_targets_are_the_teachers_output(tmp_path):
     cfg.init_from = teacher
     cfg.teacher, cfg.teacher_weight = teacher, 1.0
     train(cfg, tmp_path / "student", progress=False, final_tuning=False)
-    assert load_checkpoint(tmp_path / "student" / "last.pt")["history"][-1]["train_loss"] == 0.0
+    # zero up to rounding: on the CPU student and teacher run channels-last kernels that may sum in another order
+    assert load_checkpoint(tmp_path / "student" / "last.pt")["history"][-1]["train_loss"] < 1e-9
     cfg.teacher_weight = 0.0
     train(cfg, tmp_path / "annotated", progress=False, final_tuning=False)
     assert load_checkpoint(tmp_path / "annotated" / "last.pt")["history"][-1]["train_loss"] > 0.01
