@@ -213,7 +213,8 @@ def test_frozen_online_training_runs_and_resumes(tmp_path):
 
 def test_distillation_targets_are_the_teachers_output(tmp_path):
     """With teacher_weight 1 the target is the teacher's map: a student starting as the teacher, in the teacher's
-    exported mode (frozen norms), has zero loss (up to rounding) on its first steps; with weight 0 the annotated target returns."""
+    exported mode (frozen norms), has zero loss (up to rounding) on its first steps; with weight 0 the annotated
+    target returns."""
     cfg = tiny_config(stem=True, norm="frozen", max_steps=2, val_every=2, crop=(8, 32, 32),
                       data=DataSpec(n_stacks=4, shape=(10, 64, 64), snr=7.0, density="high"))
     train(cfg, tmp_path / "teacher", progress=False, final_tuning=False)
