@@ -279,20 +279,20 @@ def test_teacher_maps_are_kept_in_the_cache_dir_and_reused_only_when_everything_
     torch.save({"model": cpu_state(net)}, teacher)
     cfg = tiny_config(teacher=str(teacher), teacher_weight=0.5,
                       data=DataSpec(n_stacks=8, shape=(10, 64, 64), cache_dir=str(tmp_path / "cache")))
-    fresh = cached_distilled(items, net, teacher, cfg)
-    path = teacher_cache_path(items, teacher, cfg)
+    fresh = cached_distilled(items, net, cfg)
+    path = teacher_cache_path(items, cfg)
     assert path is not None and path.exists() and not list(path.parent.glob(".*tmp"))
     with mock.patch("training.train.distilled", side_effect=AssertionError("recomputed")):
-        again = cached_distilled(items, net, teacher, cfg)  # read back, not recomputed
+        again = cached_distilled(items, net, cfg)  # read back, not recomputed
     for a, b, c in zip(fresh, again, distilled(items, net, 0.5)):
         assert np.array_equal(a.target, b.target) and np.array_equal(a.target, c.target)
     cfg.teacher_weight = 0.25  # another blend, another input or another teacher: another file
-    assert teacher_cache_path(items, teacher, cfg) != path
+    assert teacher_cache_path(items, cfg) != path
     cfg.teacher_weight = 0.5
     items[0].volume[0, 0, 0] += 1.0
-    assert teacher_cache_path(items, teacher, cfg) != path
+    assert teacher_cache_path(items, cfg) != path
     cfg.data.cache_dir = None
-    assert teacher_cache_path(items, teacher, cfg) is None
+    assert teacher_cache_path(items, cfg) is None
 
 
 def test_batched_prediction_equals_one_volume_at_a_time_in_order():

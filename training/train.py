@@ -88,13 +88,14 @@ def distilled(items: list[Item], teacher: DetNet3D, weight: float, flips: bool =
     return out
 
 
-def teacher_cache_path(items: list[Item], teacher_file: str | Path, cfg: TrainConfig) -> Path | None:
+def teacher_cache_path(items: list[Item], cfg: TrainConfig) -> Path | None:
     """Where :func:`cached_distilled` keeps the distilled targets of ``items``: a file in ``cfg.data.cache_dir``
-    named by a digest of the teacher checkpoint's bytes, the blend (weight, flips, floor) and every item's input
-    and target, so a stale file is never read; None without a cache_dir or with items of several shapes."""
-    if not cfg.data.cache_dir or not items or len({np.shape(i.target) for i in items}) > 1:
+    named by a digest of the teacher checkpoint's bytes (``cfg.teacher``), the blend (weight, flips, floor) and
+    every item's input and target, so a stale file is never read; None without a teacher or a cache_dir, or with
+    items of several shapes."""
+    if not cfg.teacher or not cfg.data.cache_dir or not items or len({np.shape(i.target) for i in items}) > 1:
         return None
-    h = hashlib.sha1(Path(teacher_file).read_bytes())
+    h = hashlib.sha1(Path(cfg.teacher).read_bytes())
     h.update(repr((cfg.teacher_weight, cfg.teacher_flips, cfg.teacher_floor, len(items))).encode())
     for item in items:
         h.update(np.ascontiguousarray(item.volume, np.float32).tobytes())
@@ -102,12 +103,13 @@ def teacher_cache_path(items: list[Item], teacher_file: str | Path, cfg: TrainCo
     return Path(cfg.data.cache_dir) / f"teacher-{h.hexdigest()[:16]}.npy"
 
 
-def cached_distilled(items: list[Item], teacher: DetNet3D, teacher_file: str | Path, cfg: TrainConfig,
-                     progress: bool = False) -> list[Item]:
+def cached_distilled(items: list[Item], teacher: DetNet3D, cfg: TrainConfig, progress: bool = False) -> list[Item]:
     """:func:`distilled` with the config's blend, its targets kept in ``data.cache_dir`` (:func:`teacher_cache_path`)
     so that a resumed CPU run does not compute the teacher's maps again (about 10 minutes for 1080 stacks on 2
-    cores). The file is written atomically."""
-    path = teacher_cache_path(items, teacher_file, cfg)
+    cores). The file is written atomically (:func:`dmdet_infer.io.atomic_write`)."""
+    from dmdet_infer.io import atomic_write
+
+    path = teacher_cache_path(items, cfg)
     if path is not None and path.exists():
         targets = np.load(path)
         if progress:
@@ -116,10 +118,8 @@ def cached_distilled(items: list[Item], teacher: DetNet3D, teacher_file: str | P
     out = distilled(items, teacher, cfg.teacher_weight, cfg.teacher_flips, progress, cfg.teacher_floor)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             np.save(f, np.stack([item.target for item in out]))
-        os.replace(tmp, path)
     return out
 
 
@@ -404,7 +404,7 @@ def train(
         if not train_items:
             raise ValueError(f"the training split is empty ({cfg.data.split_definition()})")
         if teacher is not None and cfg.teacher_precompute:
-            train_items = cached_distilled(train_items, teacher, cfg.teacher, cfg, progress)
+            train_items = cached_distilled(train_items, teacher, cfg, progress)
         sampler = CropSampler(train_items, cfg.crop, cfg.batch, rng, cfg.flips, cfg.transpose)
         if cfg.data.source == "annotations":
             stacks = {"train": stack_labels(train_items), "val": stack_labels(val_items)}
