@@ -266,6 +266,32 @@ def test_precomputed_teacher_maps_are_blended_into_the_training_targets(tmp_path
         tiny_config(teacher="t.pt", teacher_precompute=True, data=DataSpec(online=True))
 
 
+def test_teacher_on_plain_blends_only_stacks_whose_background_is_noise():
+    from training.data import Item
+    from training.network import DetNet3D
+    from training.train import distilled, plain_background, predict
+
+    rng = np.random.default_rng(3)
+    metas = [{"params": {"snr": 2.0}}, {"generator": "microscopy", "params": {"texture": 0.0, "n_blobs": 0,
+                                                                              "hot_pixels": 0, "n_cells": 3}},
+             {"generator": "microscopy", "params": {"texture": 0.4, "n_blobs": 0, "hot_pixels": 0}},
+             {"generator": "microscopy", "params": {"texture": 0.0, "n_blobs": 2, "hot_pixels": 0}},
+             {"generator": "microscopy", "params": {"texture": 0.0, "n_blobs": 0, "hot_pixels": 5}}]
+    items = [Item(rng.normal(size=(6, 16, 16)).astype(np.float32), rng.random((6, 16, 16)).astype(np.float32),
+                  np.zeros((0, 3)), m) for m in metas]
+    assert [plain_background(i) for i in items] == [True, True, False, False, False]
+    net = DetNet3D(width=4).eval()
+    with torch.no_grad():
+        out = distilled(items, net, 1.0, on="plain")
+        for item, o, plain in zip(items, out, [True, True, False, False, False]):
+            assert np.allclose(o.target, predict(net, item.volume), atol=1e-6) if plain else \
+                np.array_equal(o.target, item.target)
+    with pytest.raises(ValueError, match="teacher_on"):
+        tiny_config(teacher_on="some")
+    with pytest.raises(ValueError, match="teacher_precompute"):
+        tiny_config(teacher="t.pt", teacher_on="plain")
+
+
 def test_teacher_maps_are_kept_in_the_cache_dir_and_reused_only_when_everything_matches(tmp_path):
     from training.data import Item
     from training.network import DetNet3D
@@ -289,6 +315,10 @@ def test_teacher_maps_are_kept_in_the_cache_dir_and_reused_only_when_everything_
     cfg.teacher_weight = 0.25  # another blend, another input or another teacher: another file
     assert teacher_cache_path(items, cfg) != path
     cfg.teacher_weight = 0.5
+    cfg.teacher_on, cfg.teacher_precompute = "plain", True
+    assert teacher_cache_path(items, cfg) != path
+    cfg.teacher_on = "all"
+    assert teacher_cache_path(items, cfg) == path
     items[0].volume[0, 0, 0] += 1.0
     assert teacher_cache_path(items, cfg) != path
     cfg.data.cache_dir = None

@@ -12,6 +12,7 @@ LOSSES = ("awing", "awing_noweight", "mse", "mse_noweight", "binary")
 TARGETS = ("density", "binary")
 SOURCES = ("simulated", "annotations")
 NORMS = ("instance", "frozen")
+TEACHER_ON = ("all", "plain")
 GENERATORS = ("ptc", "microscopy", "mix")
 #: The normalisation of models trained since 2026-11-30 (dmdet_infer.normalise); checkpoints whose config has
 #: none were trained with :data:`LEGACY_NORMALISATION`.
@@ -171,6 +172,11 @@ class TrainConfig:
     # but never take away from an annotated spot (tried on the CPU: it did not keep faint tissue either;
     # BENCHMARKS.md, sixteenth session)
     teacher_floor: bool = False
+    # which training stacks get the teacher's map: "all", or "plain" ones only (noise-only backgrounds: challenge
+    # stacks, and scenes without texture, blobs or hot pixels; the others keep the annotated density, so that the
+    # student does not learn the teacher's half-height responses to structure; training.train.plain_background);
+    # "plain" needs teacher_precompute
+    teacher_on: str = "all"
     # detection / evaluation
     min_distance_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
     refine: str = "gaussian"
@@ -208,6 +214,10 @@ class TrainConfig:
             raise ValueError("config teacher (distillation) needs target 'density'")
         if self.teacher_precompute and (not self.teacher or self.data.online):
             raise ValueError("config teacher_precompute needs a teacher and a stored pool (data.online false)")
+        if self.teacher_on not in TEACHER_ON:
+            raise ValueError(f"config teacher_on must be one of {TEACHER_ON}, got {self.teacher_on!r}")
+        if self.teacher_on != "all" and not self.teacher_precompute:
+            raise ValueError("config teacher_on 'plain' needs teacher_precompute (the blend is chosen per stack)")
         if len(self.crop) != 3 or any(int(c) < 1 for c in self.crop):
             raise ValueError(f"config crop must be 3 positive sizes (z, y, x), got {self.crop!r}")
 

@@ -67,11 +67,27 @@ def teacher_map(teacher: torch.nn.Module, x: torch.Tensor, flips: bool = False) 
 
 
 @torch.no_grad()
+def plain_background(item: Item) -> bool:
+    """Whether a simulated stack's background is noise only: a challenge stack, or a scene of
+    :mod:`training.scenes` without texture, blobs or hot pixels (smooth cells, haze and gradients allowed)."""
+    if item.meta.get("generator") != "microscopy":
+        return True
+    params = item.meta.get("params", {})
+    return not (params.get("texture", 0.0) or params.get("n_blobs", 0) or params.get("hot_pixels", 0))
+
+
 def distilled(items: list[Item], teacher: DetNet3D, weight: float, flips: bool = False,
-              progress: bool = False, floor: bool = False) -> list[Item]:
+              progress: bool = False, floor: bool = False, on: str = "all") -> list[Item]:
     """``items`` with each target blended towards the teacher's map of the whole stack: ``lerp(target, map,
     weight)``; with ``flips``, the map is the mean over the four YX flips (as :func:`teacher_map`); with
-    ``floor``, never below the target itself."""
+    ``floor``, never below the target itself; with ``on="plain"``, only the stacks of :func:`plain_background`
+    (the others keep their targets and cost no teacher pass)."""
+    if on == "plain":
+        chosen = [i for i, item in enumerate(items) if plain_background(item)]
+        out = list(items)
+        for i, item in zip(chosen, distilled([items[i] for i in chosen], teacher, weight, flips, progress, floor)):
+            out[i] = item
+        return out
     it = range(0, len(items), PREDICT_BATCH)
     if progress:
         from tqdm import tqdm
@@ -96,7 +112,8 @@ def teacher_cache_path(items: list[Item], cfg: TrainConfig) -> Path | None:
     if not cfg.teacher or not cfg.data.cache_dir or not items or len({np.shape(i.target) for i in items}) > 1:
         return None
     h = hashlib.sha1(Path(cfg.teacher).read_bytes())
-    h.update(repr((cfg.teacher_weight, cfg.teacher_flips, cfg.teacher_floor, len(items))).encode())
+    blend = (cfg.teacher_weight, cfg.teacher_flips, cfg.teacher_floor, len(items))
+    h.update(repr(blend if cfg.teacher_on == "all" else (*blend, cfg.teacher_on)).encode())  # old keys stay valid
     for item in items:
         h.update(np.ascontiguousarray(item.volume, np.float32).tobytes())
         h.update(np.ascontiguousarray(item.target, np.float32).tobytes())
@@ -115,7 +132,8 @@ def cached_distilled(items: list[Item], teacher: DetNet3D, cfg: TrainConfig, pro
         if progress:
             print(f"teacher maps from {path}")
         return [dataclasses.replace(item, target=t) for item, t in zip(items, targets)]
-    out = distilled(items, teacher, cfg.teacher_weight, cfg.teacher_flips, progress, cfg.teacher_floor)
+    out = distilled(items, teacher, cfg.teacher_weight, cfg.teacher_flips, progress, cfg.teacher_floor,
+                    cfg.teacher_on)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as f:
