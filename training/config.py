@@ -175,7 +175,8 @@ class TrainConfig:
     # which training stacks get the teacher's map: "all", or "plain" ones only (noise-only backgrounds: challenge
     # stacks, and scenes without texture, blobs or hot pixels; the others keep the annotated density, so that the
     # student does not learn the teacher's half-height responses to structure; training.train.plain_background);
-    # "plain" needs teacher_precompute
+    # "plain" needs teacher_precompute (tried on the CPU: the same as "all", faint tissue lost by step 2000 either
+    # way, and by the truth alone too; BENCHMARKS.md, nineteenth session)
     teacher_on: str = "all"
     # detection / evaluation
     min_distance_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
