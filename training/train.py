@@ -68,8 +68,10 @@ def teacher_map(teacher: torch.nn.Module, x: torch.Tensor, flips: bool = False) 
 
 @torch.no_grad()
 def plain_background(item: Item) -> bool:
-    """Whether a simulated stack's background is noise only: a challenge stack, or a scene of
-    :mod:`training.scenes` without texture, blobs or hot pixels (smooth cells, haze and gradients allowed)."""
+    """Whether a stack counts as noise-only background for ``teacher_on="plain"``: a scene of
+    :mod:`training.scenes` without texture, blobs or hot pixels (smooth cells, haze and gradients allowed), and any
+    stack not made by that generator (the challenge scenario; an annotated folder's stacks, about which nothing is
+    known)."""
     if item.meta.get("generator") != "microscopy":
         return True
     params = item.meta.get("params", {})
