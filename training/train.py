@@ -66,7 +66,6 @@ def teacher_map(teacher: torch.nn.Module, x: torch.Tensor, flips: bool = False) 
     return torch.stack(maps).mean(0)
 
 
-@torch.no_grad()
 def plain_background(item: Item) -> bool:
     """Whether a stack counts as noise-only background for ``teacher_on="plain"``: a scene of
     :mod:`training.scenes` without texture, blobs or hot pixels (smooth cells, haze and gradients allowed), and any
@@ -78,6 +77,7 @@ def plain_background(item: Item) -> bool:
     return not (params.get("texture", 0.0) or params.get("n_blobs", 0) or params.get("hot_pixels", 0))
 
 
+@torch.no_grad()
 def distilled(items: list[Item], teacher: DetNet3D, weight: float, flips: bool = False,
               progress: bool = False, floor: bool = False, on: str = "all") -> list[Item]:
     """``items`` with each target blended towards the teacher's map of the whole stack: ``lerp(target, map,
