@@ -108,9 +108,9 @@ def distilled(items: list[Item], teacher: DetNet3D, weight: float, flips: bool =
 
 def teacher_cache_path(items: list[Item], cfg: TrainConfig) -> Path | None:
     """Where :func:`cached_distilled` keeps the distilled targets of ``items``: a file in ``cfg.data.cache_dir``
-    named by a digest of the teacher checkpoint's bytes (``cfg.teacher``), the blend (weight, flips, floor) and
-    every item's input and target, so a stale file is never read; None without a teacher or a cache_dir, or with
-    items of several shapes."""
+    named by a digest of the teacher checkpoint's bytes (``cfg.teacher``), the blend (weight, flips, floor, and
+    ``teacher_on`` where not "all") and every item's input and target, so a stale file is never read; None without
+    a teacher or a cache_dir, or with items of several shapes."""
     if not cfg.teacher or not cfg.data.cache_dir or not items or len({np.shape(i.target) for i in items}) > 1:
         return None
     h = hashlib.sha1(Path(cfg.teacher).read_bytes())
