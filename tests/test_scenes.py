@@ -1,4 +1,4 @@
-"""The microscopy-like training generator's data options (training.scenes, DataSpec.ptc_share/bright_share)."""
+"""Data options of the microscopy-like training generator (training.scenes; DataSpec.ptc_share and others)."""
 
 import dataclasses
 
@@ -32,3 +32,18 @@ def test_ptc_share_chooses_the_generator():
     no_ptc = [simulate_item(dataclasses.replace(spec, ptc_share=0.0), i)[2] for i in range(6)]
     assert all(m.get("generator") != "microscopy" for m in only_ptc)
     assert all(m.get("generator") == "microscopy" for m in no_ptc)
+
+
+def test_texture_min_raises_only_the_texture_scale_and_keys_its_own_pool():
+    """texture_min holds every textured scene's scale at or above that multiple of its spot σxy; the other draws
+    (and so every scene without texture, or with a coarser one) stay as they were; the pool gets its own key."""
+    before = [sample_scene(np.random.default_rng(i), (8, 32, 32)) for i in range(60)]
+    after = [sample_scene(np.random.default_rng(i), (8, 32, 32), texture_min=2.2) for i in range(60)]
+    textured = [(b, a) for b, a in zip(before, after) if b.texture]
+    assert textured and any(b.texture_scale < 2.2 * b.sigma_xy for b, _ in textured)  # the rule has work to do
+    for b, a in zip(before, after):
+        assert a.texture_scale == (max(b.texture_scale, 2.2 * b.sigma_xy) if b.texture else b.texture_scale)
+        assert dataclasses.replace(a, texture_scale=b.texture_scale) == b
+    spec = DataSpec(n_stacks=4, shape=(8, 32, 32), generator="mix", seed=3, cache_dir="/tmp/x")
+    assert _cache_path(spec, 0) == _cache_path(dataclasses.replace(spec, texture_min=0.0), 0)
+    assert _cache_path(spec, 0) != _cache_path(dataclasses.replace(spec, texture_min=2.2), 0)

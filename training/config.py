@@ -42,7 +42,8 @@ class DataSpec:
     (training.scenes: structured backgrounds, camera effects, hard negatives) or ``mix`` (each item one or the
     other, the challenge scenario ``ptc_share`` of the time). ``bright_share``: the fraction of microscopy stacks
     whose spots are drawn very bright (SNR log-uniform in [12, 300]; saturating spots must still give one peak
-    each). ``normalisation``: the ``dmdet.normalisation`` spec inputs are normalised
+    each). ``texture_min``: the microscopy stacks' texture scale is at least this multiple of their spot σxy (0: the
+    drawn scale, 1.5-12 voxels). ``normalisation``: the ``dmdet.normalisation`` spec inputs are normalised
     with (dmdet_infer.normalise), exported with the model.
     """
 
@@ -62,6 +63,7 @@ class DataSpec:
     generator: str = "ptc"
     ptc_share: float = 0.25
     bright_share: float = 0.0
+    texture_min: float = 0.0
     normalisation: dict[str, Any] = field(default_factory=lambda: dict(LOCAL_NORMALISATION))
 
     def __post_init__(self) -> None:
@@ -110,7 +112,8 @@ class DataSpec:
         else:
             kind = (f"stacks, microscopy-like (training.scenes) or, {self.ptc_share:.2g} of them, PTC-virus-like"
                     + (f"; {self.bright_share:.2g} of the microscopy-like ones with very bright spots"
-                       if self.bright_share else ""))
+                       if self.bright_share else "")
+                    + (f"; texture at least {self.texture_min:.2g}× the spot σxy" if self.texture_min else ""))
         return (
             f"{self.n_stacks} simulated {kind} {tuple(self.shape)} (seed {self.seed}, {snr}, {density}"
             f"{', nuisances' if self.nuisance else ''}); split {tuple(self.split)}"

@@ -112,7 +112,8 @@ def simulate_item(spec: DataSpec, index: int) -> tuple[np.ndarray, np.ndarray, d
     if generator == "microscopy":
         from training.scenes import sample_scene, simulate_scene
 
-        scene = sample_scene(rng, shape=tuple(spec.shape), snr=spec.snr, bright=spec.bright_share)
+        scene = sample_scene(rng, shape=tuple(spec.shape), snr=spec.snr, bright=spec.bright_share,
+                             texture_min=spec.texture_min)
         volume, positions = simulate_scene(scene, rng)
         meta = {"index": int(index), "snr": scene.snr, "generator": "microscopy", "params": dataclasses.asdict(scene)}
     else:
@@ -134,7 +135,7 @@ def _cache_path(spec: DataSpec, index: int) -> Path | None:
     key = {k: v for k, v in dataclasses.asdict(spec).items() if k in ("shape", "snr", "density", "nuisance", "seed")}
     if spec.generator != "ptc":
         key["generator"] = spec.generator
-    for name in ("ptc_share", "bright_share"):  # at their defaults, the keys of older pools stay as they were
+    for name in ("ptc_share", "bright_share", "texture_min"):  # at their defaults, older pools keep their keys
         if getattr(spec, name) != DataSpec.__dataclass_fields__[name].default:
             key[name] = getattr(spec, name)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]

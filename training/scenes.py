@@ -74,9 +74,11 @@ BRIGHT_SNR_RANGE = (12.0, 300.0)
 
 
 def sample_scene(rng: np.random.Generator, shape: tuple[int, int, int] = (10, 128, 128),
-                 snr: float | None = None, bright: float = 0.0) -> SceneParams:
+                 snr: float | None = None, bright: float = 0.0, texture_min: float = 0.0) -> SceneParams:
     """Random scene parameters (ranges in the module docstring); a fraction ``bright`` of the scenes (when no
-    ``snr`` is given) has very bright spots, SNR log-uniform in :data:`BRIGHT_SNR_RANGE`."""
+    ``snr`` is given) has very bright spots, SNR log-uniform in :data:`BRIGHT_SNR_RANGE`. ``texture_min`` > 0
+    raises the texture's scale to at least that multiple of the stack's spot σxy, so that no texture bump the
+    truth calls background is shaped like a spot (the same draws: a pool differs only in those scales)."""
     if snr is None and bright and rng.uniform() < bright:  # no extra draw when bright == 0: older pools unchanged
         snr = _log_uniform(rng, *BRIGHT_SNR_RANGE)
     voxels = float(np.prod(shape))
@@ -100,7 +102,7 @@ def sample_scene(rng: np.random.Generator, shape: tuple[int, int, int] = (10, 12
         p.cell_level = float(rng.uniform(0.2, 2.0))
     if rng.uniform() < 0.5:
         p.texture = float(rng.uniform(0.1, 0.8))
-        p.texture_scale = _log_uniform(rng, 1.5, 12.0)
+        p.texture_scale = max(_log_uniform(rng, 1.5, 12.0), texture_min * p.sigma_xy)
     if rng.uniform() < 0.4:
         p.haze = float(rng.uniform(0.1, 1.0))
     if rng.uniform() < 0.5:
