@@ -156,3 +156,23 @@ def test_openvino_call_is_cancelled_by_cancel_runs(model_path):
     assert not worker.is_alive() and time.monotonic() - start < 1.0
     assert errors and "cancelled" in str(errors[0])
     assert model.run(block[:4, :32, :32]).shape == (4, 32, 32)  # the model still works
+
+
+def test_openvino_compiles_each_shape_keeps_a_few_and_only_the_last_holds_memory(model_path):
+    """Each block shape gets its own static compilation; a call of another shape releases the idle ones'
+    working memory, and at most KEEP shapes stay compiled (the oldest dropped), with the same map after a
+    recompilation."""
+    pytest.importorskip("openvino")
+    model = Model(model_path, device="cpu", runtime="openvino")
+    network = model.openvino
+    assert network is not None
+    rng = np.random.default_rng(5)
+    blocks = [rng.standard_normal((4, 16 + 8 * k, 16)).astype(np.float32) for k in range(network.KEEP + 2)]
+    first = model.run(blocks[0])
+    for k, block in enumerate(blocks[1:], 1):
+        model.run(block)
+        held = [shape[2:] for shape, (_, calls, holds) in network.compiled.items() if holds]
+        assert held == [block.shape] and all(calls == 0 for _, calls, _ in network.compiled.values())
+        assert len(network.compiled) == min(k + 1, network.KEEP)
+    assert list(network.compiled)[-1][2:] == blocks[-1].shape and (1, 1, *blocks[0].shape) not in network.compiled
+    np.testing.assert_array_equal(model.run(blocks[0]), first)
