@@ -769,7 +769,7 @@ class Detector:
         was sized for; a resampled volume's progress is spread over them; ``stats``, ``centre``: this volume's,
         when already computed)."""
         stats = self.stats(volume) if stats is None else stats
-        cores = self.cores(volume.shape)
+        cores = self._by_block_shape(self.cores(volume.shape), volume.shape)
         if stats.constant:
             return Spots.empty(size, meta={**self._meta(), "threshold_mode": "constant image: nothing to detect"})
         step = len(planned) / max(len(cores), 1)
@@ -790,6 +790,19 @@ class Detector:
         decoy = None if structured else (lambda: self._decoy(volume, stats))
         spots = self.merge(parts(), size, int(np.prod(volume.shape)), decoy, structured)
         return dataclasses.replace(spots, meta={**spots.meta, "background_correlation": round(r, 4)})
+
+    def _by_block_shape(self, cores: list[tiling.Region], shape: tuple[int, ...]) -> list[tiling.Region]:
+        """``cores`` with those whose network blocks have the same shape next to each other (raster order within
+        a shape): OpenVINO compiles the network once per block shape and keeps the working memory of one shape
+        at a time (:class:`dmdet_infer.model.OpenVINONetwork`). The spots do not depend on the order."""
+        margin = self._margin(self.measure_level)
+        info = self.info
+
+        def block(core: tiling.Region) -> tuple[int, ...]:
+            read = tiling.read_window(tiling.grow(core, margin, shape), shape, info.halo_zyx, info.stride_zyx)
+            return tuple(r.stop - r.start for r in read)
+
+        return sorted(cores, key=block)
 
     def _tiles(self, volume, cores: list[tiling.Region], stats: normalise.Stats) -> Iterator[TileCandidates]:
         """:meth:`tile_candidates` of each core in turn; with :attr:`overlap`, the network part of core k+1

@@ -53,6 +53,32 @@ def test_tiled_detection_equals_whole_volume(pooled_model_path):
     np.testing.assert_allclose(tiled.zyx, whole.zyx, atol=1e-3)
 
 
+def test_tiles_of_one_block_shape_run_one_after_another(pooled_model_path):
+    """The tiles are run grouped by the shape of their network block (OpenVINO compiles once per shape and keeps
+    one shape's memory at a time): each shape's calls are consecutive, every core is run once, and the spots are
+    those of the whole volume."""
+    rng = np.random.default_rng(6)
+    truth = np.column_stack([rng.uniform(0, 7, 30), rng.uniform(0, 95, 30), rng.uniform(0, 95, 30)])
+    volume = render_spots((8, 96, 96), truth, seed=3)
+    detector = Detector(pooled_model_path, device="cpu", tile=(8, 24, 24), split_pairs=False)
+    shapes: list[tuple[int, ...]] = []
+    run = detector.model.run
+
+    def recording(block):
+        shapes.append(block.shape)
+        return run(block)
+
+    detector.model.run = recording
+    tiled = detector.detect(volume)
+    tile_shapes = shapes[:len(detector.cores(volume.shape))]  # then the negated stack's crop, when it is checked
+    assert len(set(tile_shapes)) > 1
+    runs = [shape for k, shape in enumerate(tile_shapes) if k == 0 or shape != tile_shapes[k - 1]]
+    assert len(runs) == len(set(tile_shapes))  # no shape comes back after another
+    whole = Detector(pooled_model_path, device="cpu", split_pairs=False).detect(volume)
+    assert len(whole) == len(tiled) > 20
+    np.testing.assert_allclose(tiled.zyx, whole.zyx, atol=1e-3)
+
+
 def test_constant_and_uint_volumes(detector):
     assert len(detector.detect(np.full((4, 16, 16), 100, np.uint16))) == 0
     volume = render_spots((9, 60, 64), TRUTH, seed=3).astype(np.uint16)
