@@ -150,6 +150,20 @@ def test_training_smoke_learns_resumes_and_tunes(tmp_path):
         train(tiny_config(width=8, max_steps=30), out, progress=False)
 
 
+def test_keep_checkpoints_keeps_each_validations_checkpoint(tmp_path):
+    cfg = tiny_config(max_steps=4, val_every=2, keep_checkpoints=True, data=DataSpec(n_stacks=4, shape=(10, 32, 32)))
+    train(cfg, tmp_path / "run", progress=False)
+    kept = sorted(p.name for p in (tmp_path / "run").glob("step-*.pt"))
+    assert kept == ["step-000002.pt", "step-000004.pt"]
+    assert [load_checkpoint(tmp_path / "run" / name)["step"] for name in kept] == [2, 4]
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    for key, value in load_checkpoint(tmp_path / "run" / kept[-1])["model"].items():
+        assert torch.equal(value, last["model"][key]), key
+    train(tiny_config(max_steps=4, val_every=2, data=DataSpec(n_stacks=4, shape=(10, 32, 32))), tmp_path / "b",
+          progress=False)
+    assert not list((tmp_path / "b").glob("step-*.pt"))  # off by default
+
+
 def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     straight = tiny_config(max_steps=6, val_every=3, data=DataSpec(n_stacks=4, shape=(10, 32, 32)))
     train(straight, tmp_path / "a", progress=False)

@@ -181,6 +181,10 @@ class TrainConfig:
     # "plain" needs teacher_precompute (tried on the CPU: the same as "all", faint tissue lost by step 2000 either
     # way, and by the truth alone too; BENCHMARKS.md, nineteenth session)
     teacher_on: str = "all"
+    # also keep each validation's checkpoint as step-NNNNNN.pt in the run directory, to judge a run's earlier
+    # checkpoints on other data: CPU fine-tunes held structured backgrounds early and lost them later while the
+    # pool's own validation F1 kept rising (BENCHMARKS.md, twentieth session)
+    keep_checkpoints: bool = False
     # detection / evaluation
     min_distance_zyx: tuple[float, float, float] = (1.0, 1.0, 1.0)
     refine: str = "gaussian"

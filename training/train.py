@@ -2,7 +2,7 @@
 
 Run directory layout (``--out``): ``config.json``, ``last.pt`` (resume point), ``best.pt`` (best validation
 score; after training it also holds the tuned ``threshold`` and ``val_scores``), ``log.json`` (history and
-summary), ``loss_curve.png``.
+summary), ``loss_curve.png``; with ``keep_checkpoints``, ``step-NNNNNN.pt`` at every validation.
 """
 
 from __future__ import annotations
@@ -470,6 +470,8 @@ def train(
         else:
             bad += 1
         checkpoint(out / "last.pt")
+        if cfg.keep_checkpoints:
+            checkpoint(out / f"step-{step:06d}.pt")
         _write_json({"config": cfg.to_dict(), "history": history}, out / "log.json")
         plot_curves(history, out / "loss_curve.png")
 
