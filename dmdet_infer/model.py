@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,16 @@ class _Cancel:
     terminate = False
 
 
+@dataclass
+class _Compiled:
+    """One shape's compiled model in :class:`OpenVINONetwork`: its calls in flight, and whether it holds working
+    memory (it has run since its memory was last released)."""
+
+    model: Any
+    calls: int = 0
+    holds_memory: bool = False
+
+
 class OpenVINONetwork:
     """The network compiled by OpenVINO for the CPU, once for each block shape it is given, with an infer request
     per call.
@@ -112,44 +123,44 @@ class OpenVINONetwork:
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self.core = ov.Core()
-        self.path = path
-        self.core.compile_model(self.core.read_model(str(path)), "CPU", self.config)  # raises on what it cannot run
-        #: shape -> [compiled model, calls in flight, holds working memory], least recently used first
-        self.compiled: dict[tuple[int, ...], list] = {}
+        self.network = self.core.read_model(str(path))  # read once; each shape compiles a reshaped clone
+        self.core.compile_model(self.network, "CPU", self.config)  # raises on what it cannot run
+        #: shape -> its compiled model, least recently used first
+        self.compiled: dict[tuple[int, ...], _Compiled] = {}
         self.lock = threading.Lock()
 
-    def _acquire(self, shape: tuple[int, ...]) -> list:
+    def _acquire(self, shape: tuple[int, ...]) -> _Compiled:
         """The entry of ``shape`` (compiled now if it is not kept), counted as in use; the idle entries of other
         shapes release their working memory, and the oldest idle ones beyond :attr:`KEEP` are dropped."""
         with self.lock:
             entry = self.compiled.pop(shape, None)
             if entry is None:
-                network = self.core.read_model(str(self.path))
+                network = self.network.clone()
                 network.reshape({0: list(shape)})
-                entry = [self.core.compile_model(network, "CPU", self.config), 0, False]
+                entry = _Compiled(self.core.compile_model(network, "CPU", self.config))
             for other in self.compiled.values():
-                if other[1] == 0 and other[2] and hasattr(other[0], "release_memory"):  # OpenVINO >= 2024.3
+                if other.calls == 0 and other.holds_memory and hasattr(other.model, "release_memory"):  # >= 2024.3
                     try:
-                        other[0].release_memory()
-                        other[2] = False
+                        other.model.release_memory()
+                        other.holds_memory = False
                     except RuntimeError:  # busy: a cancelled call may run on for a while; next time
                         pass
-            idle = [key for key, other in self.compiled.items() if other[1] == 0]
+            idle = [key for key, other in self.compiled.items() if other.calls == 0]
             for key in idle[:max(0, len(self.compiled) + 1 - self.KEEP)]:
                 del self.compiled[key]
             self.compiled[shape] = entry
-            entry[1] += 1
-            entry[2] = True
+            entry.calls += 1
+            entry.holds_memory = True
             return entry
 
-    def _release(self, entry: list) -> None:
+    def _release(self, entry: _Compiled) -> None:
         with self.lock:
-            entry[1] -= 1
+            entry.calls -= 1
 
     def forward(self, x: np.ndarray, cancel: _Cancel | None) -> np.ndarray:
         entry = self._acquire(tuple(x.shape))
         try:
-            request = entry[0].create_infer_request()
+            request = entry.model.create_infer_request()
             request.start_async({0: x}, share_inputs=True)
             while not request.wait_for(50):  # milliseconds: a cancelled call stops within this
                 if cancel is not None and cancel.terminate:
@@ -162,7 +173,7 @@ class OpenVINONetwork:
 
 class Model:
     """A dmdet ONNX model and its session. ``run`` is thread-safe (ONNX Runtime sessions are; OpenVINO gets an
-    infer request per thread).
+    infer request per call).
 
     ``runtime``: "auto" runs the network through OpenVINO on the CPU when it is installed and the model is
     float32, else through ONNX Runtime; "onnxruntime" or "openvino" ask for one (OpenVINO: CPU only).

@@ -171,8 +171,8 @@ def test_openvino_compiles_each_shape_keeps_a_few_and_only_the_last_holds_memory
     first = model.run(blocks[0])
     for k, block in enumerate(blocks[1:], 1):
         model.run(block)
-        held = [shape[2:] for shape, (_, calls, holds) in network.compiled.items() if holds]
-        assert held == [block.shape] and all(calls == 0 for _, calls, _ in network.compiled.values())
+        held = [shape[2:] for shape, entry in network.compiled.items() if entry.holds_memory]
+        assert held == [block.shape] and all(entry.calls == 0 for entry in network.compiled.values())
         assert len(network.compiled) == min(k + 1, network.KEEP)
     assert list(network.compiled)[-1][2:] == blocks[-1].shape and (1, 1, *blocks[0].shape) not in network.compiled
     np.testing.assert_array_equal(model.run(blocks[0]), first)
