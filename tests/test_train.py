@@ -463,3 +463,42 @@ def test_finalise_cpu_tunes_the_threshold_as_finalise_does(tmp_path):
     assert "optimizer" not in ck and ck["total_steps"] == 10
     assert ck["threshold"] == result["threshold"] == pytest.approx(summary["threshold"], abs=0.021)
     assert ck["val_scores"]["f1_mean"] == pytest.approx(summary["val_scores"]["f1_mean"], abs=0.05)
+
+
+def _checkpoint(path, width: int = 4, seed: int = 0) -> dict:
+    from training.network import DetNet3D
+    from training.train import save_atomic
+
+    torch.manual_seed(seed)
+    ck = {"model": DetNet3D(width=width).state_dict(), "config": TrainConfig(width=width).to_dict(), "step": seed,
+          "threshold": 0.5, "optimizer": {"state": {}}, "finalised": "yes"}
+    save_atomic(ck, path)
+    return ck
+
+
+def test_interpolation_mixes_every_weight_keeps_counters_and_refuses_other_architectures(tmp_path):
+    """training.interpolate: (1 - alpha) base + alpha tuned per weight, a network that runs, clear errors."""
+    from click.testing import CliRunner
+
+    from training.interpolate import interpolate, main
+    from training.train import build_model
+
+    base, tuned = _checkpoint(tmp_path / "a.pt", seed=1), _checkpoint(tmp_path / "b.pt", seed=2)
+    for alpha in (0.0, 0.25, 1.0):
+        mix = interpolate(tmp_path / "a.pt", tmp_path / "b.pt", alpha, tmp_path / "mix.pt")
+        assert load_checkpoint(tmp_path / "mix.pt")["interpolated"]["alpha"] == alpha
+        for name, value in mix["model"].items():
+            if torch.is_floating_point(value):
+                want = (1 - alpha) * base["model"][name] + alpha * tuned["model"][name]
+                assert torch.allclose(value, want, atol=1e-6), name
+            else:
+                assert torch.equal(value, tuned["model"][name]), name
+    assert "optimizer" not in mix and "finalised" not in mix and mix["config"]["name"].endswith("-wise1")
+    net = build_model(TrainConfig.from_dict(mix["config"]))
+    net.load_state_dict(mix["model"])
+    assert net.eval()(torch.zeros(1, 1, 8, 32, 32)).shape == (1, 1, 8, 32, 32)
+    _checkpoint(tmp_path / "wide.pt", width=8)
+    result = CliRunner().invoke(main, [str(tmp_path / "a.pt"), str(tmp_path / "wide.pt"), "--alpha", "0.5",
+                                       "-o", str(tmp_path / "bad.pt")])
+    assert result.exit_code == 1 and "config width differs: 4 against 8" in result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "bad.pt").exists()

@@ -1,0 +1,71 @@
+"""Weight-space interpolation of a model and its fine-tune (WiSE-FT, Wortsman et al., CVPR 2022).
+
+    python -m training.interpolate BASE.pt TUNED.pt --alpha 0.5 -o MIX.pt
+
+``(1 - alpha) * BASE + alpha * TUNED`` for every floating-point tensor of the two state dicts (same architecture;
+the tuned run must start from the base's weights, so that both lie in one basin). The fine-tune's gains on what it
+was trained for come with part of the base model's robustness to what it was not. Frozen normalisation
+statistics are equal in both and stay as they are. The output takes the tuned checkpoint's config and threshold,
+records where it came from (``interpolated``) and has no optimizer state; tune its threshold with
+``python -m training.finalise_cpu`` before shipping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def interpolate_states(base: dict[str, Any], tuned: dict[str, Any], alpha: float) -> dict[str, Any]:
+    """``(1 - alpha) * base + alpha * tuned`` per floating-point tensor; other entries (counters) from ``tuned``."""
+    import torch
+
+    if set(base) != set(tuned):
+        raise ValueError(f"the two models differ in their tensors: {sorted(set(base) ^ set(tuned))[:4]}")
+    out = {}
+    for name, b in tuned.items():
+        a = base[name]
+        if tuple(a.shape) != tuple(b.shape):
+            raise ValueError(f"{name}: shape {tuple(a.shape)} against {tuple(b.shape)}")
+        out[name] = torch.lerp(a, b, float(alpha)) if torch.is_floating_point(b) else b.clone()
+    return out
+
+
+def interpolate(base: str | Path, tuned: str | Path, alpha: float, destination: str | Path) -> dict[str, Any]:
+    """Write the checkpoint of ``(1 - alpha) * base + alpha * tuned`` to ``destination``; returns it."""
+    from training.train import load_checkpoint, save_atomic
+
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    a, b = load_checkpoint(base), load_checkpoint(tuned)
+    for key in ("width", "levels", "z_pool", "stem"):
+        if a["config"].get(key) != b["config"].get(key):
+            raise ValueError(f"config {key} differs: {a['config'].get(key)!r} against {b['config'].get(key)!r}")
+    out = {k: v for k, v in b.items() if k != "optimizer"}
+    out["model"] = interpolate_states(a["model"], b["model"], alpha)
+    out["config"] = {**b["config"], "name": f"{b['config'].get('name', 'model')}-wise{alpha:g}"}
+    out["interpolated"] = {"base": str(base), "tuned": str(tuned), "alpha": float(alpha),
+                           "base_step": a.get("step"), "tuned_step": b.get("step")}
+    out.pop("finalised", None)
+    save_atomic(out, Path(destination))
+    return out
+
+
+@click.command()
+@click.argument("base", type=click.Path(exists=True, dir_okay=False))
+@click.argument("tuned", type=click.Path(exists=True, dir_okay=False))
+@click.option("--alpha", type=click.FloatRange(0.0, 1.0), required=True, help="weight of TUNED (0: BASE, 1: TUNED)")
+@click.option("-o", "--out", "destination", type=click.Path(dir_okay=False), required=True)
+def main(base: str, tuned: str, alpha: float, destination: str) -> None:
+    """Write (1 - ALPHA) * BASE + ALPHA * TUNED (two checkpoints of one architecture) to OUT."""
+    try:
+        interpolate(base, tuned, alpha, destination)
+    except (ValueError, KeyError) as err:
+        raise click.ClickException(f"{base}, {tuned}: {err}") from None
+    click.echo(f"wrote {destination} ({1 - alpha:g} x {base} + {alpha:g} x {tuned})")
+
+
+if __name__ == "__main__":
+    main()
