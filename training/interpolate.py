@@ -35,14 +35,17 @@ def interpolate_states(base: dict[str, Any], tuned: dict[str, Any], alpha: float
 
 def interpolate(base: str | Path, tuned: str | Path, alpha: float, destination: str | Path) -> dict[str, Any]:
     """Write the checkpoint of ``(1 - alpha) * base + alpha * tuned`` to ``destination``; returns it."""
+    from training.config import TrainConfig
     from training.train import load_checkpoint, save_atomic
 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     a, b = load_checkpoint(base), load_checkpoint(tuned)
+    default = TrainConfig().to_dict()  # keys that older checkpoints lack take their default
     for key in ("width", "levels", "z_pool", "stem"):
-        if a["config"].get(key) != b["config"].get(key):
-            raise ValueError(f"config {key} differs: {a['config'].get(key)!r} against {b['config'].get(key)!r}")
+        va, vb = a["config"].get(key, default[key]), b["config"].get(key, default[key])
+        if va != vb:
+            raise ValueError(f"config {key} differs: {va!r} against {vb!r}")
     out = {k: v for k, v in b.items() if k != "optimizer"}
     out["model"] = interpolate_states(a["model"], b["model"], alpha)
     out["config"] = {**b["config"], "name": f"{b['config'].get('name', 'model')}-wise{alpha:g}"}
