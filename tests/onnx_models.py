@@ -11,7 +11,7 @@ of (1, 2, 2) like the real network's (1, 4, 4).
 
 from __future__ import annotations
 
-from itertools import permutations
+from itertools import combinations, permutations
 from pathlib import Path
 
 import numpy as np
@@ -137,23 +137,32 @@ def match_spots(found, truth, gate=5.0):
     """``training.matching.match`` without scipy: (found_idx, true_idx, dist) of the optimal one-to-one matching
     (pairs strictly closer than ``gate``; most pairs, then least total distance), sorted by found index.
 
-    Only for layouts where that matching is simple, which is asserted: the found spots within the gate of a true one
-    must all be within the gate of the same true spots (well-separated spots, or a close pair with detections near
-    both), so that each such group is matched on its own, by trying every assignment.
+    Each connected group of found and true spots (linked by pairs closer than ``gate``) is matched on its own by
+    trying every assignment, so the groups must be small, which is asserted (at most 4 spots of either kind).
     """
     f, t = (np.asarray(a, dtype=np.float64).reshape(-1, 3) for a in (found, truth))
     dist = np.linalg.norm(f[:, None] - t[None], axis=-1)
     near = dist < gate
-    out = []
-    for row in np.unique(near, axis=0) if near.any() else []:
-        fi, ti = np.flatnonzero((near == row).all(axis=1)), np.flatnonzero(row)
-        if len(ti) == 0:
+    seen_f, out = np.zeros(len(f), bool), []
+    for start in np.flatnonzero(near.any(axis=1)):
+        if seen_f[start]:
             continue
-        assert near[:, ti].sum() == len(fi) * len(ti), "match_spots: a spot within the gate of two groups"
-        assert min(len(fi), len(ti)) <= 3, "match_spots: a group too large to try every assignment"
-        options = ([list(zip(fi, p)) for p in permutations(ti, len(fi))] if len(fi) <= len(ti)
-                   else [list(zip(p, ti)) for p in permutations(fi, len(ti))])
-        out += min(options, key=lambda pairs: sum(dist[i, j] for i, j in pairs))
+        fi, ti = {int(start)}, set()
+        while True:  # grow the group until no pair links it to another spot
+            grown_t = set(np.flatnonzero(near[sorted(fi)].any(axis=0)).tolist())
+            grown_f = set(np.flatnonzero(near[:, sorted(grown_t)].any(axis=1)).tolist())
+            if grown_t == ti and grown_f == fi:
+                break
+            fi, ti = grown_f, grown_t
+        seen_f[sorted(fi)] = True
+        fi, ti = sorted(fi), sorted(ti)
+        assert max(len(fi), len(ti)) <= 4, "match_spots: a group too large to try every assignment"
+        for k in range(min(len(fi), len(ti)), 0, -1):  # most pairs first, then the least total distance
+            options = [list(zip(a, b)) for a in combinations(fi, k) for b in permutations(ti, k)
+                       if all(near[i, j] for i, j in zip(a, b))]
+            if options:
+                out += min(options, key=lambda pairs: sum(dist[i, j] for i, j in pairs))
+                break
     pi, ti = (np.array(sorted(out), dtype=np.int64).reshape(-1, 2).T)
     return pi, ti, dist[pi, ti]
 

@@ -107,8 +107,8 @@ def test_summarise() -> None:
 
 
 def test_the_tests_matching_without_scipy_is_this_one() -> None:
-    """tests/onnx_models.py matches without scipy (so the inference tests run against the wheel) where each group of
-    spots within the gate is complete: the same pairs and scores as match/score there, and an error elsewhere."""
+    """tests/onnx_models.py matches without scipy (so the inference tests run against the wheel), each linked group
+    of spots on its own: the same pairs and scores as match/score, and an error for a group too large to enumerate."""
     from onnx_models import match_spots, score_spots
 
     rng = np.random.default_rng(8)
@@ -122,7 +122,7 @@ def test_the_tests_matching_without_scipy_is_this_one() -> None:
         true, found = np.concatenate(true), np.concatenate(found + [rng.uniform(0, 100, (5, 3))])
         try:
             got = match_spots(found, true, 5.0)
-        except AssertionError:  # a stray detection reaching a second group
+        except AssertionError:  # stray detections linking groups into one too large to enumerate
             continue
         want = match(found, true, 5.0)
         for a, b in zip(got, want):
@@ -134,5 +134,9 @@ def test_the_tests_matching_without_scipy_is_this_one() -> None:
     for found, true in [(np.zeros((0, 3)), sites), (sites, np.zeros((0, 3))), (sites + 9.0, sites)]:
         assert match_spots(found, true)[0].size == 0 and score_spots(found, true)["tp"] == 0
     true = np.array([[0, 0, 0.0], [0, 0, 4.0]])  # test_optimal_beats_greedy: p0 reaches both, p1 only t1
-    with pytest.raises(AssertionError, match="two groups"):
-        match_spots(np.array([[0, 0, 3.5], [0, 0, 8.9]]), true)
+    found = np.array([[0, 0, 3.5], [0, 0, 8.9]])
+    for a, b in zip(match_spots(found, true), match(found, true, 5.0)):
+        np.testing.assert_allclose(a, b)
+    assert match_spots(found, true)[1].tolist() == [0, 1]
+    with pytest.raises(AssertionError, match="too large"):
+        match_spots(np.zeros((5, 3)), np.zeros((5, 3)))

@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))
 from training.runner import TorchModel, detector_for  # noqa: E402
 from training.simulate import SimParams, simulate  # noqa: E402
 
-CHECKPOINT = ROOT / "training/checkpoints/dmdet-w8-general2.pt"  # exported as dmdet_infer/models/default.onnx
+CHECKPOINT = ROOT / "training/checkpoints/dmdet-w8-general3.pt"  # exported as dmdet_infer/models/default.onnx
 EXPORTED = ROOT / "dmdet_infer/models/default.onnx"
 
 
