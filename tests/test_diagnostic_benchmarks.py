@@ -85,3 +85,20 @@ def test_ptc_nuisances_quick(tmp_path):
         assert r["particles"] == rows["SNR 7, as simulated"]["particles"]  # the same draws in every variant
         assert r["oracle"]["f1"] > 0.5  # bright spots are found
     assert "| SNR 7, no read noise |" in out.with_suffix(".md").read_text()
+
+
+def test_runtime_parity_compares_spot_sets_not_the_order_of_equal_scores():
+    """Two runtimes may order spots whose scores tie within their rounding either way: the same spots."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from benchmarks.runtime_parity import compare
+
+    zyx = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+    a = SimpleNamespace(zyx=zyx, score=np.array([0.9, 0.9, 0.8]))
+    b = SimpleNamespace(zyx=zyx[[1, 0, 2]] + 1e-6, score=np.array([0.9, 0.9, 0.8]) + 1e-7)
+    c = compare(a, b)
+    assert c["same"] and not c["same_order"] and c["max_coord_diff"] < 1e-5 and c["max_score_diff"] < 1e-6
+    moved = SimpleNamespace(zyx=zyx + np.array([0.0, 0.0, 0.01]), score=a.score)
+    assert not compare(a, moved)["same"] and compare(a, a)["same_order"]
