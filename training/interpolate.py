@@ -3,8 +3,9 @@
     python -m training.interpolate BASE.pt TUNED.pt --alpha 0.5 -o MIX.pt
 
 ``(1 - alpha) * BASE + alpha * TUNED`` for every floating-point tensor of the two state dicts (same architecture;
-the tuned run must start from the base's weights, so that both lie in one basin). The fine-tune's gains on what it
-was trained for come with part of the base model's robustness to what it was not. Frozen normalisation
+the tuned run must start from the base's weights, so that both lie in one basin). The paper finds such mixes more
+robust to distribution shift than either end; for stage 5 and its CPU fine-tune every validation condition landed
+between the two ends (BENCHMARKS.md, stage 6), so it is a tool to try, not a default. Frozen normalisation
 statistics are equal in both and stay as they are. The output takes the tuned checkpoint's config and threshold,
 records where it came from (``interpolated``) and has no optimizer state; tune its threshold with
 ``python -m training.finalise_cpu`` before shipping.
