@@ -42,9 +42,9 @@ def interpolate(base: str | Path, tuned: str | Path, alpha: float, destination: 
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     a, b = load_checkpoint(base), load_checkpoint(tuned)
-    default = TrainConfig().to_dict()  # keys that older checkpoints lack take their default
+    ca, cb = TrainConfig.from_dict(a["config"]), TrainConfig.from_dict(b["config"])  # older ones: defaults filled
     for key in ("width", "levels", "z_pool", "stem"):
-        va, vb = a["config"].get(key, default[key]), b["config"].get(key, default[key])
+        va, vb = getattr(ca, key), getattr(cb, key)
         if va != vb:
             raise ValueError(f"config {key} differs: {va!r} against {vb!r}")
     out = {k: v for k, v in b.items() if k != "optimizer"}
