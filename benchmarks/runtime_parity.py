@@ -1,8 +1,10 @@
 """Does OpenVINO find the same spots as ONNX Runtime? One model, every default, on stacks from every source.
 
-    python benchmarks/runtime_parity.py [--model PATH] [--n 3] [--home 2] [--out benchmarks/results/runtime_parity]
+    python benchmarks/runtime_parity.py [--model PATH] [--n 3] [--home 2] [--precision fp32|bf16]
+                                        [--out benchmarks/results/runtime_parity]
 
-``Detector.detect`` with ``runtime="onnxruntime"`` and with ``runtime="openvino"`` (automatic threshold, pair
+``Detector.detect`` with ``runtime="onnxruntime"`` and with ``runtime="openvino"`` in ``--precision`` (fp32 by
+default; bf16 where the CPU has it: the CPU default there) (automatic threshold, pair
 split, spot size: what a user gets) on the test stacks of every condition of ``benchmarks/generalisation.py``
 (``--n`` each, seed 2024 as the table draws them) and of Table 1's test split (``--home`` stacks per SNR and density
 cell, seed 12345). Nothing is tuned here: the two runtimes are compared with each other, and each with the truth.
@@ -75,11 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="ONNX model (default: the one shipped in the package)")
     p.add_argument("--n", type=int, default=3, help="test stacks per generalisation condition (default 3)")
     p.add_argument("--home", type=int, default=2, help="Table 1 test stacks per SNR and density cell (default 2)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="OpenVINO's arithmetic")
     p.add_argument("--quick", action="store_true", help="tiny stacks (seconds; for tests)")
     p.add_argument("--out", default="benchmarks/results/runtime_parity")
     args = p.parse_args(argv)
     machine = machine_info()
-    detectors = {r: Detector(args.model, device="cpu", runtime=r) for r in RUNTIMES}
+    detectors = {r: Detector(args.model, device="cpu", runtime=r, precision=args.precision if r == "openvino"
+                             else "auto") for r in RUNTIMES}
     machine["openvino"] = openvino_version()
     t0 = time.perf_counter()
     rows: dict[str, dict] = {}
@@ -110,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {condition} | {r['stacks']} | {r['same']} / {r['stacks']} | {r['same_order']} | "
                      f"{r['spots'][0]} / {r['spots'][1]} | {r['max_coord_diff']:.1e} | {r['max_score_diff']:.1e} | "
                      f"{f1['onnxruntime']:.3f} | {f1['openvino']:.3f} |")
-    text = (f"The same model through ONNX Runtime and OpenVINO, every default, test stacks (`python "
-            f"benchmarks/runtime_parity.py`; {platform.node()}, {machine.get('date_utc')}, git "
+    text = (f"The same model through ONNX Runtime (fp32) and OpenVINO ({args.precision}), every default, test "
+            f"stacks (`python benchmarks/runtime_parity.py --precision {args.precision}`; {platform.node()}, "
+            f"{machine.get('date_utc')}, git "
             f"{str(machine.get('git_commit'))[:10]}, openvino {machine['openvino']}; {total:.0f} s).\n\n"
             + "\n".join(lines) + "\n")
     write_tables(Path(args.out), text, {"machine": machine, "args": vars(args), "rows": rows, "seconds": total})

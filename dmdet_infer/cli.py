@@ -70,14 +70,16 @@ def _versions(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     import numba
     import onnxruntime
 
-    from .model import openvino_installed, openvino_version, working_providers
+    from .model import openvino_bf16, openvino_installed, openvino_version, working_providers
 
     click.echo(f"dmdet-infer {__version__} (onnxruntime {onnxruntime.__version__}, numba {numba.__version__}, "
                f"python {sys.version.split()[0]})")
     click.echo("working providers: " + ", ".join(working_providers()))
     openvino = openvino_version()
     if openvino:
-        click.echo(f"openvino {openvino}: runs the network on the CPU (--runtime auto)")
+        arithmetic = "bf16 (this CPU has it natively)" if openvino_bf16() else "fp32 (this CPU has no native bf16)"
+        click.echo(f"openvino {openvino}: runs the network on the CPU (--runtime auto), in {arithmetic} "
+                   "(--precision auto)")
     elif openvino_installed():
         click.echo("openvino: installed but not importable; ONNX Runtime runs the network")
     else:

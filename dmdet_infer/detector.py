@@ -180,7 +180,8 @@ class Detector:
             config = config.replace(model=model)
         self.config = config
         self.model = model if isinstance(model, Model) else Model(config.model, device=config.device,
-                                                                   threads=config.threads, runtime=config.runtime)
+                                                                   threads=config.threads, runtime=config.runtime,
+                                                                   precision=config.precision)
         self.overlap = self.model.on_cuda if config.overlap is None else config.overlap
         info = self.model.info
         threshold = config.threshold
@@ -639,7 +640,8 @@ class Detector:
         info = self.info
         return {"threshold": self.fixed_threshold, "mass_cut": None,
                 "threshold_mode": "auto" if self.auto else "fixed", "normalisation": dict(info.normalisation),
-                "model": info.name, "runtime": self.model.runtime}
+                "model": info.name, "runtime": self.model.runtime,
+                "precision": self.model.precision}
 
     def candidates(self, volume: np.ndarray, floor: float = autothreshold.GRID[0],
                    measure_level: float = autothreshold.MEASURE_LEVEL) -> tuple[np.ndarray, np.ndarray]:

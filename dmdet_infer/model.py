@@ -7,6 +7,7 @@ plugin ran the shipped network 2.3x faster than ONNX Runtime on the same ONNX fi
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import threading
@@ -26,6 +27,9 @@ from .metadata import ModelInfo, from_props
 DEVICES = ("auto", "cpu", "cuda")
 #: "auto": OpenVINO on the CPU when it is installed and the model is float32, else ONNX Runtime.
 RUNTIMES = ("auto", "onnxruntime", "openvino")
+#: The network's arithmetic on the CPU through OpenVINO. "auto": bf16 where the CPU computes it natively
+#: (AVX-512 BF16 or AMX), fp32 otherwise; ONNX Runtime always runs the model's own precision.
+CPU_PRECISIONS = ("auto", "fp32", "bf16")
 #: The ONNX Runtime ``RunOptions`` of the network calls in progress in this process (see :func:`cancel_runs`).
 _ACTIVE: set = set()
 _ACTIVE_CHANGED = threading.Condition(threading.RLock())  # reentrant: cancel_runs may run in a signal handler
@@ -83,6 +87,19 @@ def openvino_version() -> str | None:
     return str(openvino.__version__).split("-")[0]
 
 
+@functools.lru_cache(maxsize=1)
+def openvino_bf16() -> bool:
+    """Whether OpenVINO computes bf16 natively on this CPU (AVX-512 BF16 or AMX); False when it is not importable."""
+    if openvino_version() is None:
+        return False
+    import openvino as ov
+
+    try:
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # OpenVINO raises its own exception types
+        return False
+
+
 class _Cancel:
     """What :func:`cancel_runs` sets on an OpenVINO call in progress (ONNX Runtime's ``RunOptions`` has the same
     ``terminate`` attribute)."""
@@ -115,11 +132,14 @@ class OpenVINONetwork:
     #: Compiled shapes kept (the least recently used idle one is dropped first).
     KEEP = 4
 
-    def __init__(self, path: Path, threads: int | None):
+    def __init__(self, path: Path, threads: int | None, precision: str = "fp32"):
         import openvino as ov
 
-        # f32: OpenVINO would otherwise run in bf16 on CPUs that have it (AVX-512 BF16, AMX), changing the map.
-        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        # Always said: OpenVINO's own default is bf16 on CPUs that have it (AVX-512 BF16, AMX).
+        #: the arithmetic it runs: "fp32" or "bf16"
+        self.precision = precision
+        hint = {"fp32": "f32", "bf16": "bf16"}[precision]
+        self.config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self.core = ov.Core()
@@ -178,14 +198,21 @@ class Model:
     ``runtime``: "auto" runs the network through OpenVINO on the CPU when it is installed and the model is
     float32, else through ONNX Runtime; "onnxruntime" or "openvino" ask for one (OpenVINO: CPU only).
     ``self.runtime`` says which one runs it.
+
+    ``precision``: the arithmetic of OpenVINO on the CPU: "auto" is bf16 where the CPU computes it natively
+    (AVX-512 BF16 or AMX; about 1.7x faster, density maps within 0.006 of fp32: BENCHMARKS.md) and fp32
+    otherwise; "fp32" or "bf16" ask for one. ``self.precision`` says what runs: "fp32" or "bf16" through OpenVINO,
+    the model's own precision through ONNX Runtime.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, device: str = "auto", threads: int | None = None,
-                 tf32: bool = True, runtime: str = "auto"):
+                 tf32: bool = True, runtime: str = "auto", precision: str = "auto"):
         import onnxruntime as ort
 
         if runtime not in RUNTIMES:
             raise InputError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if precision not in CPU_PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(CPU_PRECISIONS)}, got {precision!r}")
         if runtime == "openvino" and device == "cuda":
             raise InputError("runtime openvino runs on the CPU; use device='cpu' (or 'auto'), or "
                              "runtime='onnxruntime' for CUDA")
@@ -231,19 +258,28 @@ class Model:
         self.io_binding: bool | None = None if self.on_cuda else False
         self.io_binding_error: str | None = None
         self.bind_device = "cuda"  # where IO binding puts the input and output (tests bind on "cpu")
-        self.openvino: OpenVINONetwork | None = self._openvino(runtime, threads)
+        self.openvino: OpenVINONetwork | None = self._openvino(runtime, threads, precision)
         #: The runtime that runs the network: "openvino" or "onnxruntime".
         self.runtime = "openvino" if self.openvino is not None else "onnxruntime"
+        #: The network's arithmetic: "fp32" or "bf16" through OpenVINO, the model's own through ONNX Runtime.
+        self.precision = self.openvino.precision if self.openvino is not None else self.info.precision
+        if precision == "bf16" and self.precision != "bf16":
+            raise InputError("precision bf16 runs through OpenVINO on the CPU (runtime auto or openvino, "
+                             'pip install "dmdet[openvino]"); use precision fp32 or auto')
 
-    def _openvino(self, runtime: str, threads: int | None) -> OpenVINONetwork | None:
+    def _openvino(self, runtime: str, threads: int | None, precision: str = "auto") -> OpenVINONetwork | None:
         """The network compiled by OpenVINO when ``runtime`` asks for it (or allows it, on the CPU), else None."""
         if runtime == "onnxruntime" or (runtime == "auto" and (self.on_cuda or not openvino_installed()
                                                                or self.info.precision != "fp32")):
             return None
         if runtime == "openvino" and not openvino_installed():
             raise InputError('runtime openvino needs the openvino package: pip install "dmdet[openvino]"')
+        if precision == "bf16" and not openvino_bf16():
+            raise InputError("precision bf16 needs a CPU that computes it natively (AVX-512 BF16 or AMX), and this "
+                             "one does not; use precision fp32 or auto")
         try:
-            return OpenVINONetwork(self.path, threads)
+            return OpenVINONetwork(self.path, threads, "bf16" if precision == "bf16" or (
+                precision == "auto" and openvino_bf16()) else "fp32")
         except Exception as exc:  # OpenVINO raises its own exception types
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             if runtime == "openvino":

@@ -41,8 +41,9 @@ class Spots:
     meta : dict, optional
         How the spots were found: ``threshold`` (the score cut used), ``mass_cut`` (photometric mass cut, or
         None), ``threshold_mode`` ("fixed", "auto", or "auto: nothing stands out"), ``normalisation``,
-        ``model``, ``runtime`` (what ran the network: "openvino" or "onnxruntime"); for several frames, ``frames``
-        holds each frame's meta. Not compared by ``==``.
+        ``model``, ``runtime`` (what ran the network: "openvino" or "onnxruntime"), ``precision`` (its
+        arithmetic: "fp32", "bf16" or "fp16"); for several frames, ``frames`` holds each frame's meta. Not compared
+        by ``==``.
     features : dict of str to numpy.ndarray, optional
         Per-spot features (:data:`FEATURES`), one array each, empty when none were measured. Not compared by
         ``==``.
@@ -70,7 +71,7 @@ class Spots:
     voxel_size_um: tuple[float, float, float] | None = None
     #: How the spots were found: ``threshold`` (the score cut used), ``mass_cut`` (photometric mass cut, or
     #: None), ``threshold_mode`` ("fixed", "auto", or "auto: nothing stands out"), ``normalisation``, ``model``,
-    #: ``runtime``; for several frames, ``frames`` holds each frame's meta.
+    #: ``runtime``, ``precision``; for several frames, ``frames`` holds each frame's meta.
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
     #: Per-spot features (:data:`FEATURES`), one array each, empty when none were measured.
     features: dict[str, np.ndarray] = field(default_factory=dict, compare=False)

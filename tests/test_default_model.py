@@ -76,7 +76,8 @@ def test_very_bright_spots_give_one_spot_each():
 
 
 def test_both_runtimes_find_the_same_spots_on_the_example_stack(tmp_path):
-    """OpenVINO (the CPU default when installed) and ONNX Runtime: the same CSV to rounding, the runtime reported."""
+    """OpenVINO (the CPU default when installed) in fp32 and ONNX Runtime: the same CSV to rounding, the runtime
+    and precision reported."""
     import pytest
 
     pytest.importorskip("openvino")
@@ -85,9 +86,10 @@ def test_both_runtimes_find_the_same_spots_on_the_example_stack(tmp_path):
     from dmdet_infer import Detector
 
     volume = tifffile.imread(EXAMPLES / "virus_snr4.tif")
-    a = Detector(device="cpu").detect(volume)
+    a = Detector(device="cpu", precision="fp32").detect(volume)
     b = Detector(device="cpu", runtime="onnxruntime").detect(volume)
     assert (a.meta["runtime"], b.meta["runtime"]) == ("openvino", "onnxruntime")
+    assert a.meta["precision"] == b.meta["precision"] == "fp32"
     assert len(a) == len(b) > 0
     np.testing.assert_allclose(a.zyx, b.zyx, atol=1e-4)
     np.testing.assert_allclose(a.score, b.score, atol=1e-4)

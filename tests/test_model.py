@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from onnx_models import smoothing_model
@@ -113,8 +115,9 @@ def test_openvino_runs_the_same_network_as_onnx_runtime(model_path):
     pytest.importorskip("openvino")
     from concurrent.futures import ThreadPoolExecutor
 
-    ov, ort = Model(model_path, device="cpu"), Model(model_path, device="cpu", runtime="onnxruntime")
+    ov, ort = Model(model_path, device="cpu", precision="fp32"), Model(model_path, device="cpu", runtime="onnxruntime")
     assert ov.runtime == "openvino" and ort.runtime == "onnxruntime"
+    assert ov.precision == ort.precision == "fp32"
     rng = np.random.default_rng(3)
     blocks = [rng.standard_normal(s).astype(np.float32) for s in [(5, 16, 24), (10, 64, 64), (3, 32, 8)]]
     for block in blocks:
@@ -125,6 +128,53 @@ def test_openvino_runs_the_same_network_as_onnx_runtime(model_path):
         maps = list(pool.map(ov.run, blocks * 2))
     for block, got in zip(blocks * 2, maps):
         np.testing.assert_allclose(got, ort.run(block), atol=2e-5)
+
+
+def test_precision_is_checked_chosen_by_the_cpu_and_reported(model_path, monkeypatch):
+    """auto: bf16 through OpenVINO where the CPU has it natively, fp32 otherwise; bf16 where it cannot run is
+    refused with a reason; ONNX Runtime runs the model's own precision."""
+    import dmdet_infer.model as model_module
+
+    with pytest.raises(InputError, match="precision must be one of auto, fp32, bf16, got 'int8'"):
+        Model(model_path, precision="int8")
+    with pytest.raises(InputError, match="precision bf16 runs through OpenVINO on the CPU"):
+        Model(model_path, device="cpu", runtime="onnxruntime", precision="bf16")
+    assert Model(model_path, device="cpu", runtime="onnxruntime").precision == "fp32"
+    if model_module.openvino_version() is None:
+        return
+    assert Model(model_path, device="cpu").precision == ("bf16" if model_module.openvino_bf16() else "fp32")
+    assert Model(model_path, device="cpu", precision="fp32").precision == "fp32"
+    monkeypatch.setattr(model_module, "openvino_bf16", lambda: False)  # a CPU without bf16
+    assert Model(model_path, device="cpu").precision == "fp32"
+    with pytest.raises(InputError, match="precision bf16 needs a CPU that computes it natively"):
+        Model(model_path, device="cpu", precision="bf16")
+    monkeypatch.setattr(model_module, "openvino_installed", lambda: False)
+    with pytest.raises(InputError, match="precision bf16 runs through OpenVINO on the CPU"):
+        Model(model_path, device="cpu", precision="bf16")
+
+
+def test_bf16_finds_the_spots_of_fp32_on_the_example_stack():
+    """Where the CPU has bf16, the shipped network's bf16 map stays within 0.01 of the fp32 one (0.006 measured on
+    a 10x512x512 stack: BENCHMARKS.md), and the example stack gives the same spots within a tenth of a voxel."""
+    pytest.importorskip("openvino")
+    import tifffile
+    from onnx_models import match_spots
+
+    import dmdet_infer.model as model_module
+    from dmdet_infer import Detector
+
+    if not model_module.openvino_bf16():
+        pytest.skip("this CPU has no native bf16 (AVX-512 BF16 or AMX)")
+    volume = tifffile.imread(Path(__file__).resolve().parents[1] / "examples" / "virus_snr4.tif")
+    low, full = Detector(device="cpu", precision="bf16"), Detector(device="cpu", precision="fp32")
+    a, b = low.density(volume), full.density(volume)
+    assert a.dtype == np.float32 and b.max() > 0.9
+    assert 0 < np.abs(a - b).max() < 0.01  # really another arithmetic, and close
+    x, y = low.detect(volume), full.detect(volume)
+    assert (x.meta["precision"], y.meta["precision"]) == ("bf16", "fp32")
+    assert len(x) == len(y) > 100 and x.meta["threshold"] == y.meta["threshold"]
+    found, _, _ = match_spots(x.zyx, y.zyx, gate=0.1)
+    assert len(found) == len(x)
 
 
 def test_openvino_call_is_cancelled_by_cancel_runs(model_path):

@@ -25,7 +25,8 @@ def _stack() -> tuple[np.ndarray, np.ndarray]:
 def test_a_checkpoint_runs_through_the_detector_as_its_export_does():
     vol, _ = _stack()
     torch_detector, cfg = detector_for(CHECKPOINT, threshold=0.5)
-    onnx_detector, cfg_onnx = detector_for(EXPORTED, threshold=0.5)
+    onnx_detector, cfg_onnx = detector_for(EXPORTED, threshold=0.5, precision="fp32")
+    assert onnx_detector.model.precision == "fp32"  # the options reach the model
     assert isinstance(torch_detector.model, TorchModel) and cfg.name == cfg_onnx.name
     a, b = torch_detector.detect(vol), onnx_detector.detect(vol)
     assert len(a) == len(b) > 5

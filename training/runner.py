@@ -37,6 +37,7 @@ class TorchModel(Model):
         self.device = device
         self.providers = ["TorchCUDA" if self.torch_device.type == "cuda" else "TorchCPU"]
         self.runtime = "torch"
+        self.precision = "fp32"
         self.openvino = None
 
     @property
@@ -62,7 +63,8 @@ def detector_for(path: str | Path, threshold: float | str | None = None, norm: s
         options["threshold"] = threshold
     path = Path(path)
     if path.suffix == ".onnx":
-        model = Model(path, device="cpu")
+        wanted = (config or DetectorConfig()).replace(**options)
+        model = Model(path, device="cpu", threads=wanted.threads, runtime=wanted.runtime, precision=wanted.precision)
         if not isinstance(model.info.config, dict):
             raise ValueError(f"{path}: the model's metadata holds no training config to take the data spec from")
         from training.train import with_legacy_normalisation
