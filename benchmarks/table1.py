@@ -125,6 +125,8 @@ def machine_info() -> dict:
     import onnxruntime
     import scipy
 
+    from dmdet_infer.model import openvino_bf16, openvino_version
+
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -138,7 +140,9 @@ def machine_info() -> dict:
         "cpus_usable": usable,
         "python": platform.python_version(),
         "versions": {"numpy": np.__version__, "scipy": scipy.__version__, "onnxruntime": onnxruntime.__version__,
-                     "numba": numba.__version__},
+                     "numba": numba.__version__, "openvino": openvino_version()},
+        # what Detector's precision "auto" runs through OpenVINO on this CPU
+        "cpu_precision": "bf16" if openvino_bf16() else "fp32",
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
         "command": " ".join(sys.argv),
