@@ -209,11 +209,12 @@ def export_checkpoint(
             shape = autothreshold.FAMILY_SHAPE if family else tuple(calibration_shape)
             volumes = calibration_volumes or (autothreshold.FAMILY_VOLUMES if family
                                               else autothreshold.CALIBRATION_VOLUMES)
+            # fp32 everywhere: the calibration must not depend on the exporting CPU's bf16 (precision "auto")
             if info.kind == "density" and info.sigma_zyx is not None:  # also the noise peaks' photometric masses
-                detector = Detector(str(final), device="cpu", threshold=info.threshold)
+                detector = Detector(str(final), device="cpu", threshold=info.threshold, precision="fp32")
                 calibration = autothreshold.calibrate(detector.candidates, shape, volumes, noise=noise)
             else:
-                detector = Detector(str(final), device="cpu", threshold=autothreshold.GRID[0])
+                detector = Detector(str(final), device="cpu", threshold=autothreshold.GRID[0], precision="fp32")
                 calibration = autothreshold.calibrate(lambda v: detector.detect(v).score, shape, volumes,
                                                     noise=noise)
             if family and cfg.data.source == "simulated" and info.kind == "density":
@@ -266,7 +267,8 @@ def structured_threshold(model_path: str, cfg: TrainConfig, max_stacks: int = 20
     from training.data import simulate_item, split_indices
     from training.matching import score
 
-    det = Detector(model_path, device="cpu", threshold=STRUCTURED_GRID[0], split_pairs=False, spot_size=None)
+    det = Detector(model_path, device="cpu", threshold=STRUCTURED_GRID[0], split_pairs=False, spot_size=None,
+                   precision="fp32")
     counts = np.zeros((len(STRUCTURED_GRID), 3))
     for i in list(split_indices(cfg.data.n_stacks, cfg.data.split)["val"])[:max_stacks]:
         volume, positions, _ = simulate_item(cfg.data, i)
