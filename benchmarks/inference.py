@@ -1,14 +1,15 @@
 """dmdet side by side with the classical detectors on a CPU, on one 10x512x512 stack (issue 15).
 
-    python benchmarks/inference.py [--model NAME=PATH ...] [--runtimes onnxruntime,openvino] [--repeats 5]
+    python benchmarks/inference.py [--model NAME=PATH ...] [--runtimes onnxruntime,openvino:fp32,...] [--repeats 5]
                                    [--out benchmarks/results/inference]
     python benchmarks/inference.py --torch [--checkpoint runs/w8/best.pt] [--width 16]   # runtimes (below)
 
 Default job, in one process, on one simulated SNR-4 stack (500 particles, background 10, uint16), after a warm-up,
 interleaved rounds so that other load hits every method alike, the median of ``repeats``: ``Detector.detect`` of
-every model (``--model``; default: the one shipped in the package) on every runtime (``--runtimes``; default: ONNX
-Runtime, and OpenVINO when it is installed), each with everything a user gets by default, and whether the runtimes
-found the same spots; that model's network alone (``Detector.density``: normalisation and the tiled network) and
+every model (``--model``; default: the one shipped in the package) on every runtime and precision (``--runtimes``;
+default: ONNX Runtime, and when OpenVINO is installed OpenVINO in fp32 and in its automatic precision, what users
+get: bf16 where the CPU has it), each with everything a user gets by default, and how far their spots agree; that
+model's network alone (``Detector.density``: normalisation and the tiled network) and
 its GFLOP/s (2 x the convolutions' multiply-adds, counted on the ONNX graph, per second); Big-FISH ``detect_spots``
 with its automatic threshold (voxel size 1, spot radius the stack's sigma); SEF3D (training/sef3d.py with Table 1's
 tuned sigmas and k). Then each method's peak resident memory, every one alone in a fresh process (``VmHWM``:
@@ -236,7 +237,8 @@ def methods(models: dict[str, Path | None], only: str | None = None,
             if only in (None, f"dmdet:{name}:{runtime}", f"network:{name}:{runtime}"):
                 from dmdet_infer import Detector
 
-                det = Detector(path, device="cpu", runtime=runtime)
+                engine, _, precision = runtime.partition(":")  # e.g. "openvino:bf16"; no precision: auto
+                det = Detector(path, device="cpu", runtime=engine, precision=precision or "auto")
                 det.warmup()
                 out[f"dmdet:{name}:{runtime}"] = det.detect
                 out[f"network:{name}:{runtime}"] = det.density
@@ -271,10 +273,11 @@ def peak_rss_mib(method: str, models: dict[str, Path | None], stack: Path,
     if method.startswith("network:"):
         return None
     if method.startswith("dmdet:"):
-        _, name, runtime = method.split(":")
+        _, name, runtime = method.split(":", 2)
+        engine, _, precision = runtime.partition(":")
         path = models[name]
         cmd = [sys.executable, "-c", _CLI_RSS, str(stack.with_suffix(".tif")), "-o", str(stack.with_suffix(".csv")),
-               "-q", "--runtime", runtime, *(["--model", str(path)] if path else [])]
+               "-q", "--runtime", engine, "--precision", precision or "auto", *(["--model", str(path)] if path else [])]
     else:
         spec = json.dumps({k: (str(v) if v else None) for k, v in models.items()})
         cmd = [sys.executable, "-c", _RSS, str(ROOT), method, spec, str(stack), *runtimes]
@@ -286,23 +289,28 @@ def side_by_side(args: argparse.Namespace) -> None:
     """The default job (module docstring)."""
     import onnxruntime
 
-    from dmdet_infer.model import default_model_path, openvino_installed, openvino_version
+    from dmdet_infer.model import default_model_path, openvino_bf16, openvino_installed, openvino_version
+    from training.matching import match
 
     models: dict[str, Path | None] = {}
     for text in args.model or ["default"]:
         name, _, path = text.partition("=")
         models[name] = Path(path) if path else None
     runtimes = tuple(args.runtimes.split(",")) if args.runtimes else (
-        ("onnxruntime", "openvino") if openvino_installed() else ("onnxruntime",))
+        ("onnxruntime", "openvino:fp32", "openvino:auto") if openvino_installed() else ("onnxruntime",))
     volume = simulated_stack()
     print("warming up ...", file=sys.stderr)
     fns = methods(models, runtimes=runtimes)
     found = {name: fn(volume) for name, fn in fns.items()}
-    same_spots = {}  # per model: every runtime's spots equal to the first runtime's (coordinates to 1e-4 voxel)
+    # per model: every runtime's spots against the first runtime's: equal (coordinates to 1e-4 voxel), and how
+    # many are matched one to one within 0.5 voxel
+    same_spots = {}
     for name in models:
         tables = [found[f"dmdet:{name}:{r}"].zyx for r in runtimes]
         same_spots[name] = {"spots": [len(t) for t in tables], "same": all(
-            t.shape == tables[0].shape and np.allclose(t, tables[0], atol=1e-4) for t in tables)}
+            t.shape == tables[0].shape and np.allclose(t, tables[0], atol=1e-4) for t in tables),
+            "matched_within_half_voxel": [len(match(t, tables[0], gate=0.5)[0]) for t in tables],
+            "precision": [found[f"dmdet:{name}:{r}"].meta.get("precision") for r in runtimes]}
     times: dict[str, list[float]] = {name: [] for name in fns}
     for r in range(args.repeats):
         print(f"round {r + 1}/{args.repeats} ...", file=sys.stderr)
@@ -334,7 +342,7 @@ def side_by_side(args: argparse.Namespace) -> None:
               "runtimes": list(runtimes), "same_spots": same_spots,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "node": platform.node(),
                           "load_after": os.getloadavg(), "onnxruntime": onnxruntime.__version__,
-                          "openvino": openvino_version(),
+                          "openvino": openvino_version(), "cpu_precision": "bf16" if openvino_bf16() else "fp32",
                           "python": platform.python_version()},
               "rows": rows}
     lines = [f"One simulated SNR-4 stack {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint16 (500 particles), one process, "
@@ -347,9 +355,11 @@ def side_by_side(args: argparse.Namespace) -> None:
         lines.append(f"| {row['method']} | {row['median_s']} | {row['vs_bigfish']} | {row.get('gmac', '')} | "
                      f"{row.get('gflop_per_s', '')} | {row['peak_rss_mib'] or ''} |")
     if len(runtimes) > 1:
-        lines += ["", "Same spots on every runtime (coordinates within 1e-4 voxel): " + "; ".join(
-            f"{name}: {'yes' if v['same'] else 'NO'} ({' / '.join(map(str, v['spots']))} spots)"
-            for name, v in same_spots.items())]
+        lines += ["", f"Spots of each runtime ({', '.join(runtimes)}; what ran: precision), and how many of them "
+                  f"match the first's within 0.5 voxel: " + "; ".join(
+                      f"{name}: {' / '.join(map(str, v['spots']))} spots ({' / '.join(map(str, v['precision']))}), "
+                      f"{' / '.join(map(str, v['matched_within_half_voxel']))} matched, all equal to 1e-4: "
+                      f"{'yes' if v['same'] else 'no'}" for name, v in same_spots.items())]
     table = "\n".join(lines)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -366,8 +376,10 @@ def main() -> None:
                         "runs/w8)")
     parser.add_argument("--width", type=int, nargs="*", default=[16], help="--torch: also time untrained networks of "
                         "these widths")
-    parser.add_argument("--runtimes", default=None, help="comma-separated runtimes for dmdet (onnxruntime, openvino); "
-                        "default: both when openvino is installed")
+    parser.add_argument("--runtimes", default=None, help="comma-separated runtimes for dmdet, each RUNTIME[:PRECISION] "
+                        "(onnxruntime, openvino:fp32, openvino:bf16, openvino:auto); default: "
+                        "onnxruntime, and when openvino is installed openvino in fp32 and auto (what users get: bf16 "
+                        "where the CPU has it)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/inference (or "
                         "runtimes with --torch)")
