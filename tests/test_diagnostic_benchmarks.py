@@ -102,3 +102,9 @@ def test_runtime_parity_compares_spot_sets_not_the_order_of_equal_scores():
     assert c["same"] and not c["same_order"] and c["max_coord_diff"] < 1e-5 and c["max_score_diff"] < 1e-6
     moved = SimpleNamespace(zyx=zyx + np.array([0.0, 0.0, 0.01]), score=a.score)
     assert not compare(a, moved)["same"] and compare(a, a)["same_order"]
+    # another arithmetic (bf16): one spot moved by 0.3 voxel, one more spot; the diffs are those of matched pairs
+    other = SimpleNamespace(zyx=np.vstack([zyx + np.array([[0, 0, 0], [0, 0.3, 0], [0, 0, 0]]), [[20.0, 20, 20]]]),
+                            score=np.array([0.9, 0.88, 0.8, 0.6]))
+    c = compare(a, other)
+    assert not c["same"] and c["spots"] == [3, 4] and c["matched"] == 3
+    assert abs(c["max_coord_diff"] - 0.3) < 1e-9 and abs(c["max_score_diff"] - 0.02) < 1e-9
