@@ -125,7 +125,7 @@ class DetectorConfig:
         and the model is float32; else ONNX Runtime), "onnxruntime" or "openvino" (CPU only).
     precision : str, optional
         The network's arithmetic through OpenVINO on the CPU: "auto" (bf16 where the CPU computes it natively,
-        AVX-512 BF16 or AMX, fp32 otherwise), "fp32" or "bf16". bf16 is about 1.7x faster; its density maps lie
+        AVX-512 BF16 or AMX, fp32 otherwise), "fp32" or "bf16". bf16 is about 1.6x faster; its density maps lie
         within 0.006 of fp32's (BENCHMARKS.md). What ran is in ``Spots.meta["precision"]``.
 
     Raises
@@ -194,7 +194,7 @@ class DetectorConfig:
         choices=RUNTIMES, show_default=True))
     precision: str = field(default="auto", metadata=_cli(
         "--precision", "The network's arithmetic through OpenVINO on the CPU: auto uses bf16 where the CPU computes "
-        "it natively (AVX-512 BF16 or AMX; about 1.7x faster, maps within 0.006 of fp32) and fp32 otherwise.",
+        "it natively (AVX-512 BF16 or AMX; about 1.6x faster, maps within 0.006 of fp32) and fp32 otherwise.",
         "choice", choices=CPU_PRECISIONS, show_default=True))
 
     def __post_init__(self) -> None:

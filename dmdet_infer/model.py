@@ -200,7 +200,7 @@ class Model:
     ``self.runtime`` says which one runs it.
 
     ``precision``: the arithmetic of OpenVINO on the CPU: "auto" is bf16 where the CPU computes it natively
-    (AVX-512 BF16 or AMX; about 1.7x faster, density maps within 0.006 of fp32: BENCHMARKS.md) and fp32
+    (AVX-512 BF16 or AMX; about 1.6x faster, density maps within 0.006 of fp32: BENCHMARKS.md) and fp32
     otherwise; "fp32" or "bf16" ask for one. ``self.precision`` says what runs: "fp32" or "bf16" through OpenVINO,
     the model's own precision through ONNX Runtime.
     """
