@@ -150,10 +150,20 @@ def test_constant_image_zero_spots_exit_0(tmp_path, pooled_model_path):
 
 
 def test_bad_option_values(stack, tmp_path, pooled_model_path):
-    for args in (["--tile", "4,16"], ["--voxel-size", "a,b,c"], ["--threshold", "2"], ["--device", "tpu"]):
+    for args in (["--tile", "4,16"], ["--voxel-size", "a,b,c"], ["--threshold", "2"], ["--device", "tpu"],
+                 ["--precision", "int4"]):
         result = run(stack, "-o", tmp_path / "x.csv", "--model", pooled_model_path, *args)
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_bf16_where_it_cannot_run_is_one_line(stack, tmp_path, pooled_model_path):
+    """--precision bf16 through ONNX Runtime (or on a CPU without bf16): exit 2, one line saying why, no file."""
+    result = run(stack, "-o", tmp_path / "x.csv", "--model", pooled_model_path, "--runtime", "onnxruntime",
+                 "--precision", "bf16")
+    assert result.exit_code == 2 and "precision bf16 runs through OpenVINO on the CPU" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "x.csv").exists()
 
 
