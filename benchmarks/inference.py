@@ -227,6 +227,12 @@ def simulated_stack() -> np.ndarray:
     return np.rint(volume).astype(np.uint16)
 
 
+def _engine(runtime: str) -> tuple[str, str]:
+    """(runtime, precision) of a ``RUNTIME[:PRECISION]`` spec such as "openvino:bf16" (no precision: "auto")."""
+    engine, _, precision = runtime.partition(":")
+    return engine, precision or "auto"
+
+
 def methods(models: dict[str, Path | None], only: str | None = None,
             runtimes: tuple[str, ...] = ("onnxruntime",)) -> dict[str, Callable[[np.ndarray], Any]]:
     """name -> detect(volume), each ready (models loaded and warmed up); ``only``: just that one. dmdet's names are
@@ -237,8 +243,8 @@ def methods(models: dict[str, Path | None], only: str | None = None,
             if only in (None, f"dmdet:{name}:{runtime}", f"network:{name}:{runtime}"):
                 from dmdet_infer import Detector
 
-                engine, _, precision = runtime.partition(":")  # e.g. "openvino:bf16"; no precision: auto
-                det = Detector(path, device="cpu", runtime=engine, precision=precision or "auto")
+                engine, precision = _engine(runtime)
+                det = Detector(path, device="cpu", runtime=engine, precision=precision)
                 det.warmup()
                 out[f"dmdet:{name}:{runtime}"] = det.detect
                 out[f"network:{name}:{runtime}"] = det.density
@@ -274,10 +280,10 @@ def peak_rss_mib(method: str, models: dict[str, Path | None], stack: Path,
         return None
     if method.startswith("dmdet:"):
         _, name, runtime = method.split(":", 2)
-        engine, _, precision = runtime.partition(":")
+        engine, precision = _engine(runtime)
         path = models[name]
         cmd = [sys.executable, "-c", _CLI_RSS, str(stack.with_suffix(".tif")), "-o", str(stack.with_suffix(".csv")),
-               "-q", "--runtime", engine, "--precision", precision or "auto", *(["--model", str(path)] if path else [])]
+               "-q", "--runtime", engine, "--precision", precision, *(["--model", str(path)] if path else [])]
     else:
         spec = json.dumps({k: (str(v) if v else None) for k, v in models.items()})
         cmd = [sys.executable, "-c", _RSS, str(ROOT), method, spec, str(stack), *runtimes]
@@ -289,7 +295,7 @@ def side_by_side(args: argparse.Namespace) -> None:
     """The default job (module docstring)."""
     import onnxruntime
 
-    from dmdet_infer.model import default_model_path, openvino_bf16, openvino_installed, openvino_version
+    from dmdet_infer.model import auto_precision, default_model_path, openvino_installed, openvino_version
     from training.matching import match
 
     models: dict[str, Path | None] = {}
@@ -342,7 +348,7 @@ def side_by_side(args: argparse.Namespace) -> None:
               "runtimes": list(runtimes), "same_spots": same_spots,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "node": platform.node(),
                           "load_after": os.getloadavg(), "onnxruntime": onnxruntime.__version__,
-                          "openvino": openvino_version(), "cpu_precision": "bf16" if openvino_bf16() else "fp32",
+                          "openvino": openvino_version(), "cpu_precision": auto_precision(),
                           "python": platform.python_version()},
               "rows": rows}
     lines = [f"One simulated SNR-4 stack {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint16 (500 particles), one process, "

@@ -125,7 +125,7 @@ def machine_info() -> dict:
     import onnxruntime
     import scipy
 
-    from dmdet_infer.model import openvino_bf16, openvino_version
+    from dmdet_infer.model import auto_precision, openvino_version
 
     try:
         usable = len(os.sched_getaffinity(0))
@@ -142,7 +142,7 @@ def machine_info() -> dict:
         "versions": {"numpy": np.__version__, "scipy": scipy.__version__, "onnxruntime": onnxruntime.__version__,
                      "numba": numba.__version__, "openvino": openvino_version()},
         # what Detector's precision "auto" runs through OpenVINO on this CPU
-        "cpu_precision": "bf16" if openvino_bf16() else "fp32",
+        "cpu_precision": auto_precision(),
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
         "command": " ".join(sys.argv),

@@ -70,14 +70,15 @@ def _versions(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     import numba
     import onnxruntime
 
-    from .model import openvino_bf16, openvino_installed, openvino_version, working_providers
+    from .model import auto_precision, openvino_installed, openvino_version, working_providers
 
     click.echo(f"dmdet-infer {__version__} (onnxruntime {onnxruntime.__version__}, numba {numba.__version__}, "
                f"python {sys.version.split()[0]})")
     click.echo("working providers: " + ", ".join(working_providers()))
     openvino = openvino_version()
     if openvino:
-        arithmetic = "bf16 (this CPU has it natively)" if openvino_bf16() else "fp32 (this CPU has no native bf16)"
+        arithmetic = {"bf16": "bf16 (this CPU has it natively)", "fp32": "fp32 (this CPU has no native bf16)"}[
+            auto_precision()]
         click.echo(f"openvino {openvino}: runs the network on the CPU (--runtime auto), in {arithmetic} "
                    "(--precision auto)")
     elif openvino_installed():

@@ -100,6 +100,11 @@ def openvino_bf16() -> bool:
         return False
 
 
+def auto_precision() -> str:
+    """What ``precision="auto"`` runs through OpenVINO on this CPU: "bf16" where it is native, else "fp32"."""
+    return "bf16" if openvino_bf16() else "fp32"
+
+
 class _Cancel:
     """What :func:`cancel_runs` sets on an OpenVINO call in progress (ONNX Runtime's ``RunOptions`` has the same
     ``terminate`` attribute)."""
@@ -278,8 +283,7 @@ class Model:
             raise InputError("precision bf16 needs a CPU that computes it natively (AVX-512 BF16 or AMX), and this "
                              "one does not; use precision fp32 or auto")
         try:
-            return OpenVINONetwork(self.path, threads, "bf16" if precision == "bf16" or (
-                precision == "auto" and openvino_bf16()) else "fp32")
+            return OpenVINONetwork(self.path, threads, auto_precision() if precision == "auto" else precision)
         except Exception as exc:  # OpenVINO raises its own exception types
             reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             if runtime == "openvino":
