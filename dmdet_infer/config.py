@@ -96,7 +96,8 @@ class DetectorConfig:
         (a quarter of the free RAM, or of the free GPU memory on CUDA, at most ``tile_memory`` bytes per tile,
         measured once, when the detector is made).
     threads : int or None, optional
-        ONNX Runtime's intra-op threads; None: its default.
+        The network's threads (ONNX Runtime's intra-op threads, OpenVINO's inference threads) and those of the
+        normalisation statistics; None (or 0): the runtime's default, and up to 4 for the statistics.
     tile_memory : float or None, optional
         Most bytes per tile when ``tile`` is None; default 2 GiB.
     split_pairs : bool, optional

@@ -344,7 +344,7 @@ class Detector:
         >>> Detector().stats(np.zeros((10, 64, 64), np.uint16)).constant
         True
         """
-        return normalise.stats(volume, self.info.normalisation)
+        return normalise.stats(volume, self.info.normalisation, self.config.threads)
 
     def tile_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The core size used for a volume of ``shape``: ``tile`` when given, else from the model and size.
@@ -441,16 +441,17 @@ class Detector:
         return [1, 1, 1] if level is None else [2 * r + 1 for r in pairs.RADIUS]
 
     def _tile_density(self, volume, core: tiling.Region, stats: normalise.Normaliser,
-                      margin: Iterable[int]) -> tuple[tiling.Region, np.ndarray, np.ndarray]:
-        """(region, density, raw voxels) of ``core`` grown by ``margin``: the network part of a tile."""
+                      margin: Iterable[int]) -> tuple[tiling.Region, np.ndarray, np.ndarray, np.ndarray]:
+        """(region, density, raw voxels, normalised voxels) of ``core`` grown by ``margin``: the network part of a
+        tile."""
         region = tiling.grow(core, tuple(margin), tuple(volume.shape))
-        density, raw = tiling.predict_region(volume, self.model.run, stats.apply, region, self.info.halo_zyx,
-                                             self.info.stride_zyx)
-        return region, density, raw
+        return (region, *tiling.predict_region(volume, self.model.run, stats.apply, region, self.info.halo_zyx,
+                                               self.info.stride_zyx))
 
     def tile_candidates(self, volume, core: tiling.Region, stats: normalise.Normaliser,
                         measure_level: float | None = None, floor: float | None = None,
-                        first: tuple[tiling.Region, np.ndarray, np.ndarray] | None = None) -> TileCandidates:
+                        first: tuple[tiling.Region, np.ndarray, np.ndarray, np.ndarray] | None = None
+                        ) -> TileCandidates:
         """Peaks (before min-distance suppression) whose voxel lies in ``core``, in volume coordinates.
 
         One tile of :meth:`detect`'s work; :meth:`merge` makes the spots of the whole volume from the
@@ -475,8 +476,8 @@ class Detector:
             Peaks scoring above this are found; default :attr:`search_floor` (with a fixed threshold, the
             threshold: the cut is made here, not in :meth:`merge`).
         first : tuple or None, optional
-            ``(region, density, raw voxels)`` of the core grown by the first margin (:meth:`_tile_density`),
-            when already computed (:attr:`overlap`); None: computed here.
+            ``(region, density, raw voxels, normalised voxels)`` of the core grown by the first margin
+            (:meth:`_tile_density`), when already computed (:attr:`overlap`); None: computed here.
 
         Returns
         -------
@@ -505,14 +506,15 @@ class Detector:
         margin = self._margin(level)
         while True:
             if first is not None:
-                region, density, raw = first
+                region, density, raw, normalised = first
                 first = None
             else:
-                region, density, raw = self._tile_density(volume, core, stats, margin)
+                region, density, raw, normalised = self._tile_density(volume, core, stats, margin)
             local = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
             faces = tuple((r.start > 0, r.stop < n) for r, n in zip(region, shape))
+            measuring = level is not None and info.sigma_zyx is not None
             found = find_candidates(density, self.search_floor if floor is None else floor, self.refine, local,
-                                    faces)
+                                    faces, self.window_level if measuring else None)
             if not found.unresolved:
                 break
             margin = [min(2 * m, n) for m, n in zip(margin, shape)]
@@ -520,11 +522,10 @@ class Detector:
         v = found.voxels
         intensity = np.asarray(raw[v[:, 0], v[:, 1], v[:, 2]], dtype=np.float32)
         features = np.full((len(v), pairs.N_FEATURES), np.nan)
-        if level is not None and info.sigma_zyx is not None:
-            seeds = find_candidates(density, self.window_level, self.refine).coords  # the whole block's spots
+        if found.seeds is not None:  # the whole block's spots bound each measured spot's window
             measured = found.scores >= level
-            f = pairs.shape_features(density, stats.apply(raw, region), v[measured],
-                                     found.coords[measured], seeds, info.sigma_zyx)
+            f = pairs.shape_features(density, normalised, v[measured], found.coords[measured], found.seeds,
+                                     info.sigma_zyx)
             f[:, 0:3] += origin
             features[measured] = f
         return TileCandidates(found.coords + origin, v + origin, found.scores, intensity, features)

@@ -72,12 +72,15 @@ class Candidates(NamedTuple):
         float32 (N,), map value at the voxel.
     unresolved : bool
         A plateau of the core reaches an open face: the block needs a larger margin.
+    seeds : numpy.ndarray or None
+        float64 (M, 3): the refined maxima of the whole block (core or not) above ``seed_level``, when asked.
     """
 
     coords: np.ndarray  # float64 (N, 3) zyx, refined, in block coordinates
     voxels: np.ndarray  # int64 (N, 3) zyx, in block coordinates
     scores: np.ndarray  # float32 (N,)
     unresolved: bool  # a plateau of the core reaches an open face: the block needs a larger margin
+    seeds: np.ndarray | None = None  # float64 (M, 3): the whole block's maxima above seed_level
 
 
 # ----------------------------------------------------------------------------------------------- maxima (numpy)
@@ -469,6 +472,7 @@ def find_candidates(
     refine: str = "gaussian",
     core: Sequence[slice] | None = None,
     open_faces: Sequence[tuple[bool, bool]] = ((False, False),) * 3,
+    seed_level: float | None = None,
 ) -> Candidates:
     """Maxima of one block of a larger map whose voxel lies in ``core``, refined, not suppressed.
 
@@ -489,12 +493,15 @@ def find_candidates(
         The block's own part, in block coordinates; default all of it.
     open_faces : sequence of 3 (bool, bool), optional
         (low, high) per axis: the map goes on beyond that face. Default: none (the block is the whole map).
+    seed_level : float or None, optional
+        Also give the refined maxima of the whole block above this (``seeds``): what a second call with this
+        threshold and no core would give, found in the same pass over the map.
 
     Returns
     -------
     Candidates
-        ``coords``, ``voxels`` (block coordinates) and ``scores`` of the core's maxima in raster order, and
-        ``unresolved``.
+        ``coords``, ``voxels`` (block coordinates) and ``scores`` of the core's maxima in raster order,
+        ``unresolved``, and ``seeds`` when ``seed_level`` is given.
 
     Raises
     ------
@@ -533,7 +540,9 @@ def find_candidates(
     thr = float(threshold)
     if math.isnan(thr):
         raise ValueError("threshold is NaN")
-    empty = Candidates(np.zeros((0, 3), np.float64), np.zeros((0, 3), np.int64), np.zeros(0, np.float32), False)
+    none = np.zeros((0, 3), np.float64)
+    empty = Candidates(none, np.zeros((0, 3), np.int64), np.zeros(0, np.float32), False,
+                       None if seed_level is None else none)
     if arr.size == 0:
         return empty
     d = np.ascontiguousarray(arr, dtype=np.float32)
@@ -541,22 +550,29 @@ def find_candidates(
     lo = np.array([c.indices(n)[0] for c, n in zip(core, d.shape)], np.int64)
     hi = np.array([c.indices(n)[1] for c, n in zip(core, d.shape)], np.int64)
 
-    lin, flag = _candidates(d, thr)
+    # Whether a voxel is a maximum, and which voxel of a plateau is kept, do not depend on the threshold (a
+    # plateau is all above one or not at all): one pass at the lower level serves both levels.
+    lowest = thr if seed_level is None else min(thr, float(seed_level))
+    lin, flag = _candidates(d, lowest)
+    values = d.ravel()[lin]
+    above = _above(values, thr) if lowest < thr else np.ones(lin.size, bool)
     vox = np.stack(np.unravel_index(lin, d.shape), axis=1).astype(np.int64, copy=False)
     in_core = ((vox >= lo) & (vox < hi)).all(axis=1)
     unresolved = False
-    seeds = lin[in_core & (flag == 2)]
-    if seeds.size and any(o for pair in open_faces for o in pair):
+    plateaus = lin[in_core & above & (flag == 2)]
+    if plateaus.size and any(o for pair in open_faces for o in pair):
         open_lo = np.array([bool(p[0]) for p in open_faces])
         open_hi = np.array([bool(p[1]) for p in open_faces])
-        unresolved = bool(_kernel("_plateau_open")(d, seeds, open_lo, open_hi))
-    keep = _plateau_keep(d, lin, flag) & in_core
-    vox = np.ascontiguousarray(vox[keep])
-    if vox.shape[0] == 0:
+        unresolved = bool(_kernel("_plateau_open")(d, plateaus, open_lo, open_hi))
+    maxima = _plateau_keep(d, lin, flag)
+    keep = maxima & in_core & above
+    seeded = None if seed_level is None else maxima & _above(values, float(seed_level))
+    wanted = keep if seeded is None else keep | seeded
+    if not wanted.any():
         return empty._replace(unresolved=unresolved)
-    scores = d.ravel()[lin[keep]]
-    coords = _refine(d, vox, refine)
-    return Candidates(coords, vox, scores, unresolved)
+    coords = _refine(d, np.ascontiguousarray(vox[wanted]), refine)  # per voxel: the union, then each part
+    seeds = None if seeded is None else coords[seeded[wanted]]
+    return Candidates(coords[keep[wanted]], np.ascontiguousarray(vox[keep]), values[keep], unresolved, seeds)
 
 
 def suppress(voxels: np.ndarray, scores: np.ndarray, min_distance: float | Sequence[float]) -> np.ndarray:

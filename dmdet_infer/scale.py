@@ -206,13 +206,17 @@ def estimate(normalised: np.ndarray) -> tuple[tuple[float, float, float] | None,
     if len(idx) == 0:
         return None, 0
     order = np.argsort(-s[tuple(idx.T)])
-    chosen: list[np.ndarray] = []
-    for i in order:
+    near = np.asarray(ISOLATION)
+    kept = np.empty((CANDIDATES, 3), idx.dtype)
+    count = 0
+    for i in order:  # brightest first; dropped when a kept one lies within ISOLATION on every axis
         v = idx[i]
-        if all(np.any(np.abs(v - c) > ISOLATION) for c in chosen):
-            chosen.append(v)
-        if len(chosen) >= CANDIDATES:
-            break
+        if count == 0 or not (np.abs(kept[:count] - v) <= near).all(axis=1).any():
+            kept[count] = v
+            count += 1
+            if count >= CANDIDATES:
+                break
+    chosen = list(kept[:count])
     r_max = np.maximum(np.minimum(WINDOW, (np.array(x.shape) - 1) // 2 - 1), 1)  # thin stacks: smaller window
     inner = [c for c in chosen if np.all(c - r_max >= 0) and np.all(c + r_max < x.shape)]
     if len(inner) < MIN_SPOTS:
@@ -241,13 +245,16 @@ def _fit_width(profile: np.ndarray) -> float | None:
     geometric grid, a and b linear), less the 1/12 voxel² of integer alignment; None when no positive fit."""
     r = len(profile) // 2
     g = np.arange(-r, r + 1, dtype=np.float64)
-    best, best_cost = None, np.inf
-    for sigma in SIGMA_GRID:
-        design = np.stack([np.exp(-0.5 * (g / sigma) ** 2), np.ones_like(g)], axis=1)
-        coef, *_ = np.linalg.lstsq(design, profile, rcond=None)
-        cost = float(np.sum((design @ coef - profile) ** 2))
-        if coef[0] > 0 and cost < best_cost:
-            best, best_cost = sigma, cost
-    if best is None:
+    p = np.asarray(profile, np.float64)
+    e = np.exp(-0.5 * (g[None, :] / np.asarray(SIGMA_GRID)[:, None]) ** 2)  # (sigma, position)
+    de = e - e.mean(axis=1, keepdims=True)
+    dp = p - p.mean()
+    spread = (de * de).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = (de * dp).sum(axis=1) / spread  # the least-squares a and b of each sigma, in closed form
+    cost = ((a[:, None] * de - dp) ** 2).sum(axis=1)
+    good = (a > 0) & np.isfinite(cost)
+    if not good.any():
         return None
+    best = SIGMA_GRID[int(np.argmin(np.where(good, cost, np.inf)))]  # the first of equal costs, as before
     return float(np.sqrt(max(best**2 - 1.0 / 12.0, 0.04)))

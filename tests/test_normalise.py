@@ -127,3 +127,18 @@ def test_a_clipped_background_takes_the_noise_of_the_measured_blocks():
     out = stats.apply(volume)
     assert out[4, 32, 80] < 3.0  # 6.5 with the clipped blocks' own MAD (thousands of units in 8-bit yeast stacks)
     assert not normalisation.clipped_blocks(rng.normal(100, 5, (8, 64, 64)), (8, 32, 32), (8, 64, 64), (1, 2, 2)).any()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+def test_local_statistics_do_not_depend_on_threads_or_on_taking_integer_medians_as_integers(dtype):
+    """The block medians of 8/16-bit integers are taken on the integers, in threads; both give the numbers of
+    float medians taken one row of blocks at a time."""
+    rng = np.random.default_rng(4)
+    volume = (rng.poisson(30, (11, 70, 90)) + np.arange(90) // 9).astype(dtype)
+    ref = normalisation._per_block(volume, (8, 32, 32), volume.shape, lambda v, r: v, np.float64, threads=1)
+    np.testing.assert_array_equal(
+        normalisation._per_block(volume, (8, 32, 32), volume.shape, lambda v, r: v, volume.dtype, threads=3), ref)
+    one, three = (normalisation.local_stats(volume, (8, 32, 32), threads=t) for t in (1, 3))
+    np.testing.assert_array_equal(one.offset, ref)
+    np.testing.assert_array_equal(one.offset, three.offset)
+    np.testing.assert_array_equal(one.scale, three.scale)

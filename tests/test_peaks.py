@@ -273,3 +273,25 @@ def test_a_huge_min_distance_keeps_only_the_best_peak_without_warnings(md):
         vox = np.array([[1, 3, 3], [4, 15, 15], [2, 10, 17]])
         assert suppress(vox, np.array([0.9, 0.8, 0.7]), md).tolist() == [0]
         assert suppress(vox, np.array([0.9, 0.8, 0.7]), (md, 1, 1)).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("seed_level", [0.3, 0.6, 0.9])
+def test_seed_level_gives_what_a_second_search_of_the_whole_block_gives(seed_level):
+    """One pass at two levels (the detector's candidates and the windows' seeds) equals two searches, plateaus,
+    a core and open faces included."""
+    from dmdet_infer.peaks import find_candidates
+
+    rng = np.random.default_rng(3)
+    d, _ = _spots(rng, (1.0, 1.5, 1.5), noise=0.05, grid=(2, 6, 6))
+    d = np.round(d * 20) / 20  # quantised: many plateaus
+    core = (slice(1, 14), slice(2, 50), slice(0, 40))
+    faces = ((True, True), (True, False), (False, True))
+    for refine in REFINE_METHODS:
+        both = find_candidates(d, 0.5, refine, core, faces, seed_level=seed_level)
+        one = find_candidates(d, 0.5, refine, core, faces)
+        seeds = find_candidates(d, seed_level, refine).coords
+        assert one.seeds is None
+        for a, b in zip(both[:4], one[:4]):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(both.seeds, seeds)
+        assert len(seeds) > 0

@@ -104,3 +104,28 @@ def test_same_particles_at_three_samplings_give_the_same_physical_positions():
 def test_bad_spot_size_for_the_detector():
     with pytest.raises(InputError):
         Detector(device="cpu", spot_size=(1.0, -1.0, 1.0))
+
+
+def test_width_fit_is_the_least_squares_fit_over_the_grid():
+    """The closed-form fit of every σ of the grid chooses what a least-squares solve of each gives."""
+    from dmdet_infer.scale import SIGMA_GRID, _fit_width
+
+    def solved(profile):
+        g = np.arange(len(profile)) - len(profile) // 2
+        best, best_cost = None, np.inf
+        for sigma in SIGMA_GRID:
+            design = np.stack([np.exp(-0.5 * (g / sigma) ** 2), np.ones(len(g))], axis=1)
+            coef, *_ = np.linalg.lstsq(design, profile, rcond=None)
+            cost = float(np.sum((design @ coef - profile) ** 2))
+            if coef[0] > 0 and cost < best_cost:
+                best, best_cost = sigma, cost
+        return None if best is None else float(np.sqrt(max(best**2 - 1.0 / 12.0, 0.04)))
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        g = np.arange(-int(rng.integers(2, 11)), 0)
+        g = np.r_[g, 0, -g[::-1]]
+        profile = (rng.uniform(-1, 5) * np.exp(-0.5 * (g / rng.uniform(0.3, 9)) ** 2) + rng.uniform(-2, 2)
+                   + rng.normal(0, rng.uniform(0, 1), g.size))
+        assert _fit_width(profile) == solved(profile)
+    assert _fit_width(np.zeros(9)) is None and _fit_width(np.full(9, 3.3)) is None  # nothing to fit
