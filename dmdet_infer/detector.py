@@ -525,7 +525,7 @@ class Detector:
         if found.seeds is not None:  # the whole block's spots bound each measured spot's window
             measured = found.scores >= level
             f = pairs.shape_features(density, normalised, v[measured], found.coords[measured], found.seeds,
-                                     info.sigma_zyx)
+                                     info.sigma_zyx, self.config.threads)
             f[:, 0:3] += origin
             features[measured] = f
         return TileCandidates(found.coords + origin, v + origin, found.scores, intensity, features)

@@ -20,13 +20,13 @@ eat the signal.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+
+from . import parallel
 
 MAD_TO_SD = 1.4826
 MAX_SAMPLES = 1 << 22
@@ -181,21 +181,10 @@ def _blocks(slab: np.ndarray, bx: int) -> list[np.ndarray]:
     return rows
 
 
-def workers(threads: int | None = None) -> int:
-    """Threads for the statistics: ``threads`` when given (> 0), else the cores this process may use, at most 4
-    (numpy's median releases the GIL: two threads take 0.55x the time of one on a 2-core machine)."""
-    if threads:
-        return int(threads)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
-
-
 def _per_block(volume, block, shape, fn, dtype, threads: int | None = None) -> np.ndarray:
-    """``fn(voxels, region)`` of every block, medians, read one row of blocks at a time (rows in ``threads``
-    threads, see :func:`workers`; the same numbers in any number)."""
+    """Medians of ``fn(voxels, region)`` in every block, read one row of blocks at a time (rows in ``threads``
+    threads, :func:`dmdet_infer.parallel.workers`: numpy's median releases the GIL; the same numbers in any
+    number of threads)."""
     bz, by, bx = block
     nb = tuple(-(-n // b) for n, b in zip(shape, block))
     out = np.empty(nb, np.float64)
@@ -212,15 +201,7 @@ def _per_block(volume, block, shape, fn, dtype, threads: int | None = None) -> n
         if len(rows) > shape[2] // bx:
             out[iz, iy, -1] = np.median(rows[-1])
 
-    indices = [(iz, iy) for iz in range(nb[0]) for iy in range(nb[1])]
-    n = min(workers(threads), len(indices))
-    if n <= 1:
-        for index in indices:
-            row(index)
-    else:
-        with ThreadPoolExecutor(n, thread_name_prefix="dmdet-stats") as pool:
-            for _ in pool.map(row, indices):  # re-raises a row's error
-                pass
+    parallel.each(row, [(iz, iy) for iz in range(nb[0]) for iy in range(nb[1])], threads)
     return out
 
 
@@ -241,7 +222,8 @@ def local_stats(volume, block: tuple[int, int, int] = DEFAULT_BLOCK, threads: in
         Block size in voxels (z, y, x), on a grid anchored at the volume's origin; each is clipped to the
         volume's size. Default :data:`DEFAULT_BLOCK`.
     threads : int or None, optional
-        Threads that take the medians (:func:`workers`); the statistics do not depend on it.
+        Threads that take the medians (:func:`dmdet_infer.parallel.workers`); the statistics do not depend on
+        it.
 
     Returns
     -------
@@ -375,7 +357,7 @@ def stats(volume, spec: dict[str, Any], threads: int | None = None) -> Stats:
         ``high`` percentiles map to 0 and 1). Whole-volume methods look at a strided sample of at most
         :data:`MAX_SAMPLES` voxels.
     threads : int or None, optional
-        Threads for the local statistics (:func:`workers`).
+        Threads for the local statistics (:func:`dmdet_infer.parallel.workers`).
 
     Returns
     -------

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import parallel
+
 RADIUS = (2, 4, 4)  # window half-size (z, y, x) in voxels
 MASS_FLOOR = 0.1  # density below this carries no weight in the covariance
 APERTURE = 2.0  # photometric mass: own voxels within this many target sigmas; background: the others' median
@@ -60,12 +62,14 @@ def _ordered_sum(a: np.ndarray) -> np.ndarray:
 
 def _moments(d: np.ndarray, im: np.ndarray, vox: np.ndarray, own: np.ndarray, seeds: np.ndarray,
              sigma: np.ndarray, radius: np.ndarray, floor: float, aperture: float, min_bg: int,
-             chunk: int = 1 << 18) -> np.ndarray:
+             chunk: int = 1 << 18, threads: int | None = None) -> np.ndarray:
     """(N, 11) per spot: density-weighted mean (z, y, x) and covariance (zz, yy, xx, zy, zx, yx) in sigma units,
     density mass over its own window voxels, and aperture photometry (the own voxels within ``aperture`` sigmas
     of the spot, less the median of its other own voxels; 0 background under ``min_bg`` of them).
 
-    Arrays are (window voxel, spot): sums run over the window in raster order, one voxel at a time."""
+    Arrays are (window voxel, spot): sums run over the window in raster order, one voxel at a time. Groups of at
+    most ``chunk`` window voxels' worth of spots run in ``threads`` threads (:mod:`dmdet_infer.parallel`); each
+    spot's numbers do not depend on its group."""
     n = vox.shape[0]
     out = np.zeros((n, 11))
     rz, ry, rx = (int(r) for r in radius)
@@ -73,8 +77,9 @@ def _moments(d: np.ndarray, im: np.ndarray, vox: np.ndarray, own: np.ndarray, se
     window = offsets.shape[0]
     near = _neighbours(own, seeds, radius)
     shape = np.array(d.shape, np.int64)
-    step = max(1, chunk // window)
-    for s in range(0, n, step):
+    step = max(1, min(chunk // window, -(-n // parallel.workers(threads))))
+
+    def group(s: int) -> None:
         e = min(n, s + step)
         o = own[s:e]
         q = vox[s:e][None, :, :] + offsets[:, None, :]  # (W, m, 3)
@@ -124,6 +129,8 @@ def _moments(d: np.ndarray, im: np.ndarray, vox: np.ndarray, own: np.ndarray, se
             out[s:e, t] = np.where(weighted, m[t] * sigma[t], o[:, t])
         for t in range(6):
             out[s:e, 3 + t] = np.where(weighted, cov[t], 0.0)
+
+    parallel.each(group, range(0, n, step), threads)
     return out
 
 
@@ -134,6 +141,7 @@ def shape_features(
     coords: np.ndarray,
     seeds: np.ndarray,
     sigma_zyx: tuple[float, float, float],
+    threads: int | None = None,
 ) -> np.ndarray:
     """Features (N, :data:`N_FEATURES`) of the spots at ``voxels`` / ``coords`` (block coordinates) of one block.
 
@@ -141,7 +149,8 @@ def shape_features(
     ``2 * RADIUS + 1`` voxels beyond every spot where the volume goes on; ``seeds`` are the coordinates of the
     block's other peaks that bound each spot's window (the spots themselves may be among them). Columns: the spot's mean
     position (z, y, x), ``l1`` and its unit vector ``u`` (largest principal variance, target-sigma units), the
-    density mass and the photometric mass (normalised units)."""
+    density mass and the photometric mass (normalised units). ``threads``: :func:`dmdet_infer.parallel.workers`
+    (the features do not depend on it)."""
     vox = np.ascontiguousarray(voxels, np.int64).reshape(-1, 3)
     n = vox.shape[0]
     feats = np.zeros((n, N_FEATURES), np.float64)
@@ -151,7 +160,7 @@ def shape_features(
     all_seeds = np.ascontiguousarray(np.concatenate([own_coords, np.asarray(seeds, np.float64).reshape(-1, 3)]))
     out = _moments(np.asarray(density, np.float32), np.asarray(normalised, np.float32), vox, own_coords,
                    all_seeds, np.asarray(sigma_zyx, np.float64), np.asarray(RADIUS, np.int64), MASS_FLOOR, APERTURE,
-                   MIN_BACKGROUND_VOXELS)
+                   MIN_BACKGROUND_VOXELS, threads=threads)
     cov = np.empty((n, 3, 3))
     cov[:, 0, 0], cov[:, 1, 1], cov[:, 2, 2] = out[:, 3], out[:, 4], out[:, 5]
     cov[:, 0, 1] = cov[:, 1, 0] = out[:, 6]

@@ -93,7 +93,10 @@ def test_the_vectorised_photometry_equals_plain_loops_bit_for_bit():
         sigma = rng.uniform(0.5, 3.0, 3)
         args = (d, im, vox, own, seeds, sigma, np.array(pairs.RADIUS), pairs.MASS_FLOOR, pairs.APERTURE,
                 pairs.MIN_BACKGROUND_VOXELS)
-        assert np.array_equal(pairs._moments(*args), _moments_loop(*args)), trial
+        loops = _moments_loop(*args)
+        assert np.array_equal(pairs._moments(*args), loops), trial
+        # groups of two or three spots in three threads: the same numbers
+        assert np.array_equal(pairs._moments(*args, chunk=405 * int(rng.integers(2, 4)), threads=3), loops), trial
 
 
 def test_a_single_spot_is_round_in_target_sigma_units_and_its_photons_add_up():
