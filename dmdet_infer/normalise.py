@@ -169,16 +169,20 @@ def _planes(offset: np.ndarray, scale: np.ndarray, region, shape, block, dtype):
             yield mid[0], mid[1]
 
 
-def _blocks(slab: np.ndarray, bx: int) -> list[np.ndarray]:
-    """The voxels of each x-block of a slab (one row of blocks), as rows."""
+def _medians(slab: np.ndarray, bx: int) -> np.ndarray:
+    """The median of each x-block of a slab (one row of blocks). ``slab`` is left as it is (it may be the
+    caller's volume); the full blocks are gathered into one array of our own, partitioned in place."""
     dz, dy, x = slab.shape
     nfull = x // bx
-    rows = []
+    out = np.empty(-(-x // bx), np.float64)
     if nfull:
-        rows.extend(slab[:, :, :nfull * bx].reshape(dz, dy, nfull, bx).transpose(2, 0, 1, 3).reshape(nfull, -1))
+        full = slab[:, :, :nfull * bx].reshape(dz, dy, nfull, bx).transpose(2, 0, 1, 3).reshape(nfull, -1)
+        if np.may_share_memory(full, slab):  # the reshape made a view, not a copy
+            full = full.copy()
+        out[:nfull] = np.median(full, axis=1, overwrite_input=True)
     if nfull * bx < x:
-        rows.append(slab[:, :, nfull * bx:].reshape(-1))
-    return rows
+        out[-1] = np.median(slab[:, :, nfull * bx:])
+    return out
 
 
 def _per_block(volume, block, shape, fn, dtype, threads: int | None = None) -> np.ndarray:
@@ -193,13 +197,7 @@ def _per_block(volume, block, shape, fn, dtype, threads: int | None = None) -> n
         iz, iy = index
         z0, y0 = iz * bz, iy * by
         region = (slice(z0, min(z0 + bz, shape[0])), slice(y0, min(y0 + by, shape[1])), slice(0, shape[2]))
-        slab = fn(np.asarray(volume[region], dtype), region)
-        rows = _blocks(slab, bx)
-        full = np.stack(rows[:shape[2] // bx]) if shape[2] // bx else None
-        if full is not None:
-            out[iz, iy, :len(full)] = np.median(full, axis=1)
-        if len(rows) > shape[2] // bx:
-            out[iz, iy, -1] = np.median(rows[-1])
+        out[iz, iy] = _medians(fn(np.asarray(volume[region], dtype), region), bx)
 
     parallel.each(row, [(iz, iy) for iz in range(nb[0]) for iy in range(nb[1])], threads)
     return out

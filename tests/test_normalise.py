@@ -138,7 +138,12 @@ def test_local_statistics_do_not_depend_on_threads_or_on_taking_integer_medians_
     ref = normalisation._per_block(volume, (8, 32, 32), volume.shape, lambda v, r: v, np.float64, threads=1)
     np.testing.assert_array_equal(
         normalisation._per_block(volume, (8, 32, 32), volume.shape, lambda v, r: v, volume.dtype, threads=3), ref)
+    before = volume.copy()
     one, three = (normalisation.local_stats(volume, (8, 32, 32), threads=t) for t in (1, 3))
     np.testing.assert_array_equal(one.offset, ref)
     np.testing.assert_array_equal(one.offset, three.offset)
     np.testing.assert_array_equal(one.scale, three.scale)
+    thin = normalisation.local_stats(volume, (1, 1, 8))  # blocks one row thick: views of the volume
+    np.testing.assert_array_equal(volume, before)  # the medians are taken in place, but never in the caller's array
+    np.testing.assert_array_equal(thin.offset[3, 5], np.median(before[3, 5].astype(np.float64)[:88].reshape(11, 8),
+                                                               axis=1).tolist() + [np.median(before[3, 5, 88:])])
