@@ -147,3 +147,15 @@ def test_local_statistics_do_not_depend_on_threads_or_on_taking_integer_medians_
     np.testing.assert_array_equal(volume, before)  # the medians are taken in place, but never in the caller's array
     np.testing.assert_array_equal(thin.offset[3, 5], np.median(before[3, 5].astype(np.float64)[:88].reshape(11, 8),
                                                                axis=1).tolist() + [np.median(before[3, 5, 88:])])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 2, 7, 8192, 2049])
+def test_row_medians_are_numpys(dtype, n):
+    rng = np.random.default_rng(n)
+    rows = (rng.poisson(20, (5, n)) - (10 if np.dtype(dtype).kind != "u" else 0)).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        rows = rows + rng.random((5, n)).astype(dtype)
+        rows[1, n // 3] = np.nan  # a NaN anywhere makes the median NaN, as numpy's
+    expected = np.median(rows, axis=1).astype(np.float64)
+    np.testing.assert_array_equal(normalisation._row_medians(rows.copy()), expected)
