@@ -21,7 +21,7 @@ eat the signal.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -84,6 +84,8 @@ class Stats:
     scale: np.ndarray
     block: tuple[int, int, int]
     shape: tuple[int, int, int]
+    #: threads that :meth:`apply` normalises planes in (:func:`dmdet_infer.parallel.workers`; same numbers)
+    threads: int | None = field(default=None, compare=False)
 
     @property
     def constant(self) -> bool:
@@ -107,10 +109,20 @@ class Stats:
                 return _clipped(out).astype(np.float32, copy=False)
             region = self._region(region)
             out = np.empty(block.shape, np.float32)
-            for k, (b, s) in enumerate(_planes(self.offset, self.scale, region, self.shape, self.block, dtype)):
+            grids = _grids(self.offset, self.scale, region, self.shape, self.block, dtype)
+
+            def normalised(k: int) -> None:
+                b, s = _plane(grids, k, dtype)
+                if dtype is np.float32:  # in place in the output: no temporary plane (each a page-faulted mmap)
+                    plane = np.subtract(block[k], b, out=out[k], dtype=np.float32)
+                    plane /= s
+                    _clipped(plane)
+                    return
                 plane = np.asarray(block[k], dtype) - b
                 plane /= s
                 out[k] = _clipped(plane)
+
+            parallel.each(normalised, range(block.shape[0]), self.threads)
         return out
 
 
@@ -151,22 +163,35 @@ def interpolate_along(coarse: np.ndarray, axis: int, i0: np.ndarray, w: np.ndarr
     return lo + (hi - lo) * w.reshape(view)
 
 
-def _planes(offset: np.ndarray, scale: np.ndarray, region, shape, block, dtype):
-    """(background, noise) of each z-plane of ``region`` in ``dtype``: the block grids interpolated trilinearly
-    (constant beyond the outer centres), in y and x once per block row and in z plane by plane."""
+def _grids(offset: np.ndarray, scale: np.ndarray, region, shape, block, dtype):
+    """The block grids interpolated in y and x to ``region`` (each block row's planes, in ``dtype``), and the
+    lower block row and weight of each z-plane: what :func:`_plane` needs."""
     both = np.stack([offset, scale])
     for axis in (2, 1):
         weights = _weights(region[axis], shape[axis], block[axis], both.shape[axis + 1])
         both = interpolate_along(both, axis + 1, *weights)
     both = both.astype(dtype)
-    i0, w = _weights(region[0], shape[0], block[0], both.shape[1])
-    for i, wk in zip(i0, w):
-        if wk == 0.0:
-            yield both[0, i], both[1, i]
-        else:
-            lo, hi = both[:, i], both[:, i + 1]
-            mid = lo + (hi - lo) * dtype(wk)
-            yield mid[0], mid[1]
+    return both, *_weights(region[0], shape[0], block[0], both.shape[1])
+
+
+def _plane(grids, k: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """(background, noise) of the ``k``-th z-plane of the region of ``grids`` (:func:`_grids`), in ``dtype``."""
+    both, i0, w = grids
+    i, wk = i0[k], w[k]
+    if wk == 0.0:
+        return both[0, i], both[1, i]
+    mid = both[:, i + 1] - both[:, i]  # lo + (hi - lo) * w, in one array of our own
+    mid *= dtype(wk)
+    mid += both[:, i]
+    return mid[0], mid[1]
+
+
+def _planes(offset: np.ndarray, scale: np.ndarray, region, shape, block, dtype):
+    """(background, noise) of each z-plane of ``region`` in ``dtype``: the block grids interpolated trilinearly
+    (constant beyond the outer centres), in y and x once per block row and in z plane by plane."""
+    grids = _grids(offset, scale, region, shape, block, dtype)
+    for k in range(len(grids[1])):
+        yield _plane(grids, k, dtype)
 
 
 def _row_medians(rows: np.ndarray) -> np.ndarray:
@@ -289,7 +314,7 @@ def local_stats(volume, block: tuple[int, int, int] = DEFAULT_BLOCK, threads: in
     if not measured.any():  # every block clipped: their own deviations are all there is
         measured = scale > 0
     scale = np.where(measured, scale, float(np.median(scale[measured])) if measured.any() else 0.0)
-    return Stats(offset, scale, block, shape)
+    return Stats(offset, scale, block, shape, threads)
 
 
 def clipped_blocks(volume, block: tuple[int, int, int], shape: tuple[int, int, int],

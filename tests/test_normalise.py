@@ -129,10 +129,10 @@ def test_a_clipped_background_takes_the_noise_of_the_measured_blocks():
     assert not normalisation.clipped_blocks(rng.normal(100, 5, (8, 64, 64)), (8, 32, 32), (8, 64, 64), (1, 2, 2)).any()
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.float32])
 def test_local_statistics_do_not_depend_on_threads_or_on_taking_integer_medians_as_integers(dtype):
     """The block medians of 8/16-bit integers are taken on the integers, in threads; both give the numbers of
-    float medians taken one row of blocks at a time."""
+    float medians taken one row of blocks at a time. Normalising planes in threads changes nothing either."""
     rng = np.random.default_rng(4)
     volume = (rng.poisson(30, (11, 70, 90)) + np.arange(90) // 9).astype(dtype)
     ref = normalisation._per_block(volume, (8, 32, 32), volume.shape, lambda v, r: v, np.float64, threads=1)
@@ -143,6 +143,9 @@ def test_local_statistics_do_not_depend_on_threads_or_on_taking_integer_medians_
     np.testing.assert_array_equal(one.offset, ref)
     np.testing.assert_array_equal(one.offset, three.offset)
     np.testing.assert_array_equal(one.scale, three.scale)
+    tile = (slice(2, 11), slice(5, 70), slice(3, 50))
+    np.testing.assert_array_equal(one.apply(volume[tile], tile), three.apply(volume[tile], tile))
+    np.testing.assert_array_equal(one.apply(volume), three.apply(volume))
     thin = normalisation.local_stats(volume, (1, 1, 8))  # blocks one row thick: views of the volume
     np.testing.assert_array_equal(volume, before)  # the medians are taken in place, but never in the caller's array
     np.testing.assert_array_equal(thin.offset[3, 5], np.median(before[3, 5].astype(np.float64)[:88].reshape(11, 8),
