@@ -441,16 +441,16 @@ class Detector:
         return [1, 1, 1] if level is None else [2 * r + 1 for r in pairs.RADIUS]
 
     def _tile_density(self, volume, core: tiling.Region, stats: normalise.Normaliser,
-                      margin: Iterable[int]) -> tuple[tiling.Region, np.ndarray, np.ndarray, np.ndarray]:
-        """(region, density, raw voxels, normalised voxels) of ``core`` grown by ``margin``: the network part of a
-        tile."""
+                      margin: Iterable[int]) -> tuple[tiling.Region, np.ndarray, np.ndarray, np.ndarray | None]:
+        """(region, density, raw voxels, normalised voxels or None) of ``core`` grown by ``margin``: the network
+        part of a tile (:func:`tiling.predict_region`)."""
         region = tiling.grow(core, tuple(margin), tuple(volume.shape))
         return (region, *tiling.predict_region(volume, self.model.run, stats.apply, region, self.info.halo_zyx,
                                                self.info.stride_zyx))
 
     def tile_candidates(self, volume, core: tiling.Region, stats: normalise.Normaliser,
                         measure_level: float | None = None, floor: float | None = None,
-                        first: tuple[tiling.Region, np.ndarray, np.ndarray, np.ndarray] | None = None
+                        first: tuple[tiling.Region, np.ndarray, np.ndarray, np.ndarray | None] | None = None
                         ) -> TileCandidates:
         """Peaks (before min-distance suppression) whose voxel lies in ``core``, in volume coordinates.
 
@@ -476,7 +476,7 @@ class Detector:
             Peaks scoring above this are found; default :attr:`search_floor` (with a fixed threshold, the
             threshold: the cut is made here, not in :meth:`merge`).
         first : tuple or None, optional
-            ``(region, density, raw voxels, normalised voxels)`` of the core grown by the first margin
+            ``(region, density, raw voxels, normalised voxels or None)`` of the core grown by the first margin
             (:meth:`_tile_density`), when already computed (:attr:`overlap`); None: computed here.
 
         Returns
@@ -524,6 +524,8 @@ class Detector:
         features = np.full((len(v), pairs.N_FEATURES), np.nan)
         if found.seeds is not None:  # the whole block's spots bound each measured spot's window
             measured = found.scores >= level
+            if normalised is None:  # the network's input had a halo: normalised again, the region only
+                normalised = stats.apply(raw, region)
             f = pairs.shape_features(density, normalised, v[measured], found.coords[measured], found.seeds,
                                      info.sigma_zyx, self.config.threads)
             f[:, 0:3] += origin

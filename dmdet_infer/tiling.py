@@ -146,10 +146,12 @@ def predict_region(
     region: Region,
     halo: Sequence[int],
     stride: Sequence[int],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Density map of one ``region`` of ``volume`` (equal to the same part of the whole-volume map), the raw
-    voxels of the region and the network's input there (``prepare`` of them, made once for the network: the
-    photometry needs it too). ``volume`` may be any array that numpy can read slices of (memmap, zarr, dask)."""
+    voxels of the region, and the network's input there (``prepare`` of them) when it is all of the network's
+    input (no halo around the region: a volume that is one tile), else None: keeping the input of a halo's block
+    alive beside its map would raise a tile's peak memory, so the caller normalises the region again.
+    ``volume`` may be any array that numpy can read slices of (memmap, zarr, dask)."""
     read = read_window(region, volume.shape, halo, stride)
     inside = _region(slice(s.start, min(s.stop, n)) for s, n in zip(read, volume.shape))
     block = np.asarray(volume[inside])
@@ -158,5 +160,6 @@ def predict_region(
     if any(p[1] for p in pad):
         x = np.pad(x, pad)
     local = tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, read))
-    return run(x)[local], block[local], x[local]
+    density, normalised = run(x)[local], x[local]
+    return density, block[local], (normalised if normalised.size == x.size else None)
 

@@ -151,7 +151,10 @@ def test_detection_never_holds_the_whole_density_map(pooled_model_path, tmp_path
     # output itself): one tile's map more, never the volume's
     tile_map = 4 * np.prod([min(s, t + 2 * h) for s, t, h in zip(shape, (8, 32, 32), det.info.halo_zyx)])
     assert len(spots) > 40
-    assert peak < whole_map / 4 + (tile_map if runtime == "openvino" else 0), (peak, whole_map, tile_map)
+    # The traced peak varies from run to run by about 10 % (threads, allocator): with OpenVINO it was 556-597 kB
+    # in five runs of the same detection (2026-12-02), so a quarter of the whole map plus a tile's (575 kB) failed
+    # now and then. A third of it (699 kB) still fails at once if the whole map (2 MiB) is ever held.
+    assert peak < whole_map / 3 + (tile_map if runtime == "openvino" else 0), (peak, whole_map, tile_map)
 
 
 def _movie(path, frames, shape=(4, 64, 64)):
