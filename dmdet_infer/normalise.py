@@ -159,8 +159,12 @@ def interpolate_along(coarse: np.ndarray, axis: int, i0: np.ndarray, w: np.ndarr
         return np.repeat(coarse, len(i0), axis=axis)
     view = [1] * coarse.ndim
     view[axis] = -1
-    lo, hi = np.take(coarse, i0, axis=axis), np.take(coarse, i0 + 1, axis=axis)
-    return lo + (hi - lo) * w.reshape(view)
+    out = np.take(coarse, i0 + 1, axis=axis)  # hi, then (hi - lo) * w + lo in place: two arrays, not five
+    lo = np.take(coarse, i0, axis=axis)
+    out -= lo
+    out *= w.reshape(view)
+    out += lo
+    return out
 
 
 def _grids(offset: np.ndarray, scale: np.ndarray, region, shape, block, dtype):

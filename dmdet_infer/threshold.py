@@ -235,6 +235,29 @@ def _in_band(scores: np.ndarray) -> float:
     return float(np.count_nonzero((s > EXCESS_BAND[0]) & (s <= EXCESS_BAND[1])))
 
 
+_MODELS: dict[int, tuple[dict[str, Any], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {}
+
+
+def _models(calibration: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A noise-family calibration's grid, per-model rates and rates with mass cuts (empty without), and each
+    model's extrapolated tail (:func:`_tail`), as arrays: made once per calibration object (the last few are kept;
+    a calibration is read, never changed in place)."""
+    key = id(calibration)
+    held = _MODELS.get(key)
+    if held is not None and held[0] is calibration:
+        return held[1]
+    grid = np.asarray(calibration["thresholds"], np.float64)
+    n_cal = float(calibration_voxels(calibration))
+    models = np.asarray(calibration["per_voxel_models"], np.float64)
+    cuts = (np.asarray(calibration["per_voxel_cut_models"], np.float64) if "per_voxel_cut" in calibration
+            else np.zeros((len(models), 0, 0)))
+    tails = np.stack([_tail(r, n_cal, grid) for r in models])
+    if len(_MODELS) >= 8:
+        _MODELS.clear()
+    _MODELS[key] = (calibration, (grid, models, cuts, tails))
+    return grid, models, cuts, tails
+
+
 def noise_rates(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any],
                 structured: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
     """The false-peak rates per voxel to expect in this stack (the worst, and the search's, below), and how
@@ -257,12 +280,9 @@ def noise_rates(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any],
     full = np.c_[base, np.asarray(calibration["per_voxel_cut"], np.float64)] if cut else base[:, None]
     if "per_voxel_models" not in calibration:
         return full, full, 1.0
-    grid = np.asarray(calibration["thresholds"], np.float64)
-    n_cal = float(calibration_voxels(calibration))
+    grid, models, cuts, tails = _models(calibration)
     observed = _in_band(scores)
     upper = observed + 2.0 * np.sqrt(observed) + 1.0
-    models = np.asarray(calibration["per_voxel_models"], np.float64)
-    cuts = np.asarray(calibration["per_voxel_cut_models"], np.float64) if cut else np.zeros((len(models), 0, 0))
     rates, bounds, scales = [], [], []
     for m, r in enumerate(models):
         lo, hi = np.interp(EXCESS_BAND, grid, r)
@@ -271,7 +291,7 @@ def noise_rates(scores: np.ndarray, n_voxels: int, calibration: dict[str, Any],
         scales.append(observed / expected)
         counted = np.c_[r, cuts[m]] if cut else r[:, None]
         rates.append(scale * counted)
-        bounds.append(scale * _tail(r, n_cal, grid)[:, None])
+        bounds.append(scale * tails[m][:, None])
     search = np.max(rates, axis=0) if structured else np.mean(rates, axis=0)
     return np.max(bounds, axis=0), search, max(1.0, float(min(scales)))
 
