@@ -343,18 +343,24 @@ def side_by_side(args: argparse.Namespace) -> None:
             row["gmac"] = round(gmac[name.split(":")[1]], 1)
             row["gflop_per_s"] = round(2 * row["gmac"] / median[name], 1)
         rows.append(row)
+    from benchmarks.table1 import machine_info
+
+    machine = machine_info()  # the code that ran: its commit, and whether the working tree differed
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shape": list(SHAPE),
               "repeats": args.repeats, "models": {k: str(v or default_model_path()) for k, v in models.items()},
               "runtimes": list(runtimes), "same_spots": same_spots,
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "node": platform.node(),
                           "load_after": os.getloadavg(), "onnxruntime": onnxruntime.__version__,
                           "openvino": openvino_version(), "cpu_precision": auto_precision(),
-                          "python": platform.python_version()},
+                          "python": platform.python_version(), "git_commit": machine["git_commit"],
+                          "git_dirty": machine["git_dirty"]},
               "rows": rows}
     lines = [f"One simulated SNR-4 stack {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint16 (500 particles), one process, "
              f"interleaved rounds, median of {args.repeats} after a warm-up; {os.cpu_count()} CPUs "
-             f"({platform.node()}, load {os.getloadavg()[0]:.1f} at the end), {result['date']}. Peak RSS: each "
-             "method alone in a fresh process (dmdet: the whole `dmdet-infer stack.tif -o spots.csv`).", "",
+             f"({platform.node()}, load {os.getloadavg()[0]:.1f} at the end), {result['date']}, commit "
+             f"{(machine['git_commit'] or 'unknown')[:7]}{' (uncommitted changes)' if machine['git_dirty'] else ''}. "
+             "Peak RSS: each method alone in a fresh process (dmdet: the whole `dmdet-infer stack.tif -o "
+             "spots.csv`).", "",
              "| method | seconds | / Big-FISH | GMAC | GFLOP/s | peak RSS MiB |",
              "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
