@@ -293,9 +293,8 @@ def peak_rss_mib(method: str, models: dict[str, Path | None], stack: Path,
 
 def side_by_side(args: argparse.Namespace) -> None:
     """The default job (module docstring)."""
-    import onnxruntime
-
-    from dmdet_infer.model import auto_precision, default_model_path, openvino_installed, openvino_version
+    from benchmarks.table1 import machine_info
+    from dmdet_infer.model import default_model_path, openvino_installed
     from training.matching import match
 
     models: dict[str, Path | None] = {}
@@ -343,18 +342,11 @@ def side_by_side(args: argparse.Namespace) -> None:
             row["gmac"] = round(gmac[name.split(":")[1]], 1)
             row["gflop_per_s"] = round(2 * row["gmac"] / median[name], 1)
         rows.append(row)
-    from benchmarks.table1 import machine_info
-
-    machine = machine_info()  # the code that ran: its commit, and whether the working tree differed
+    # versions, what auto precision runs here, and the code that ran (its commit; whether the tree differed)
+    machine = {**machine_info(), "node": platform.node(), "load_after": os.getloadavg()}
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shape": list(SHAPE),
               "repeats": args.repeats, "models": {k: str(v or default_model_path()) for k, v in models.items()},
-              "runtimes": list(runtimes), "same_spots": same_spots,
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "node": platform.node(),
-                          "load_after": os.getloadavg(), "onnxruntime": onnxruntime.__version__,
-                          "openvino": openvino_version(), "cpu_precision": auto_precision(),
-                          "python": platform.python_version(), "git_commit": machine["git_commit"],
-                          "git_dirty": machine["git_dirty"]},
-              "rows": rows}
+              "runtimes": list(runtimes), "same_spots": same_spots, "machine": machine, "rows": rows}
     lines = [f"One simulated SNR-4 stack {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} uint16 (500 particles), one process, "
              f"interleaved rounds, median of {args.repeats} after a warm-up; {os.cpu_count()} CPUs "
              f"({platform.node()}, load {os.getloadavg()[0]:.1f} at the end), {result['date']}, commit "

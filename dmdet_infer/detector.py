@@ -504,6 +504,7 @@ class Detector:
         info = self.info
         level = self.measure_level if measure_level is None else measure_level
         margin = self._margin(level)
+        measuring = level is not None and info.sigma_zyx is not None  # shape features, their windows' seeds
         while True:
             if first is not None:
                 region, density, raw, normalised = first
@@ -512,7 +513,6 @@ class Detector:
                 region, density, raw, normalised = self._tile_density(volume, core, stats, margin)
             local = tuple(slice(c.start - r.start, c.stop - r.start) for c, r in zip(core, region))
             faces = tuple((r.start > 0, r.stop < n) for r, n in zip(region, shape))
-            measuring = level is not None and info.sigma_zyx is not None
             found = find_candidates(density, self.search_floor if floor is None else floor, self.refine, local,
                                     faces, self.window_level if measuring else None)
             if not found.unresolved:
@@ -522,7 +522,7 @@ class Detector:
         v = found.voxels
         intensity = np.asarray(raw[v[:, 0], v[:, 1], v[:, 2]], dtype=np.float32)
         features = np.full((len(v), pairs.N_FEATURES), np.nan)
-        if found.seeds is not None:  # the whole block's spots bound each measured spot's window
+        if found.seeds is not None:  # measuring: the whole block's spots bound each measured spot's window
             measured = found.scores >= level
             if normalised is None:  # the network's input had a halo: normalised again, the region only
                 normalised = stats.apply(raw, region)

@@ -113,14 +113,12 @@ class Stats:
 
             def normalised(k: int) -> None:
                 b, s = _plane(grids, k, dtype)
-                if dtype is np.float32:  # in place in the output: no temporary plane (each a page-faulted mmap)
-                    plane = np.subtract(block[k], b, out=out[k], dtype=np.float32)
-                    plane /= s
-                    _clipped(plane)
-                    return
-                plane = np.asarray(block[k], dtype) - b
+                target = out[k]  # float32 work: computed in place there (no temporary plane)
+                plane = np.subtract(block[k], b, out=target if dtype is np.float32 else None, dtype=dtype)
                 plane /= s
-                out[k] = _clipped(plane)
+                _clipped(plane)
+                if plane is not target:
+                    target[...] = plane
 
             parallel.each(normalised, range(block.shape[0]), self.threads)
         return out
