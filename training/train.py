@@ -182,8 +182,7 @@ class ExportedTeacher:
     """A teacher checkpoint run through its exported network, as ``dmdet_infer`` runs it in fp32 (OpenVINO when
     installed, else ONNX Runtime), for whole-stack teacher maps on a CPU: 2.4x torch's speed there for the w8 network
     with OpenVINO (0.10 against 0.25 s per 16x128x128 stack on 2 cores), the same maps within 1e-6. A context
-    manager: the
-    ONNX file lives in a temporary folder while it is open."""
+    manager: the ONNX file lives in a temporary folder while it is open."""
 
     def __init__(self, checkpoint: str | Path) -> None:
         self.checkpoint = Path(checkpoint)
