@@ -460,7 +460,7 @@ def test_finalise_cpu_tunes_the_threshold_as_finalise_does(tmp_path):
     dest = tmp_path / "shipped.pt"
     result = finalise_cpu(out / "best.pt", dest, workers=1)
     ck = load_checkpoint(dest)
-    assert "optimizer" not in ck and ck["total_steps"] == 10
+    assert "optimizer" not in ck and ck["total_steps"] == 10 and result["precision"] == "fp32"
     assert ck["threshold"] == result["threshold"] == pytest.approx(summary["threshold"], abs=0.021)
     assert ck["val_scores"]["f1_mean"] == pytest.approx(summary["val_scores"]["f1_mean"], abs=0.05)
 

@@ -3,9 +3,10 @@
     python -m training.finalise_cpu runs/stage5/best.pt training/checkpoints/NAME.pt
 
 What :func:`training.train.finalise` stores for the running statistics (the mode that inference uses), but the
-validation stacks run through ONNX Runtime, which is about 15 times faster than PyTorch eager on a CPU. For runs whose
-final tuning was cut short (stage 5 ran out of GPU time). The instance-norm comparison is not run. The output has
-no optimizer state (for shipping).
+validation stacks run through the exported network in fp32 (OpenVINO or ONNX Runtime, as ``dmdet_infer`` runs
+it; never bf16, so the threshold does not depend on the CPU), which is about 15 times faster than PyTorch eager
+on a CPU. For runs whose final tuning was cut short (stage 5 ran out of GPU time). The instance-norm comparison is
+not run. The output has no optimizer state (for shipping).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def finalise_cpu(source: str | Path, destination: str | Path, workers: int = 2) 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         export_checkpoint(source, onnx_path, calibration_shape=None)
-        model = Model(onnx_path, device="cpu")
+        model = Model(onnx_path, device="cpu", precision="fp32")  # the same threshold on every CPU (not bf16)
         step = model.info.stride_zyx
         densities = [model.run(pad_to_stride(it.volume, step))[tuple(slice(0, s) for s in it.volume.shape)]
                      for it in items]
@@ -52,7 +53,7 @@ def finalise_cpu(source: str | Path, destination: str | Path, workers: int = 2) 
     record_tuning(out, net, thr, scores, source.parent)
     out["finalised"] = "on a CPU with the exported network (training.finalise_cpu); no instance-norm comparison"
     save_atomic(out, Path(destination))
-    summary = {"threshold": thr, "val_f1": scores["f1_mean"], "val_stacks": len(items),
+    summary = {"threshold": thr, "val_f1": scores["f1_mean"], "val_stacks": len(items), "precision": model.precision,
                "seconds": round(time.perf_counter() - t0, 1)}
     print(summary)
     return summary
