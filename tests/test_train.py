@@ -505,10 +505,10 @@ def test_interpolation_mixes_every_weight_keeps_counters_and_refuses_other_archi
 
 
 def test_teacher_maps_of_the_exported_network_equal_torch_and_are_used_on_the_cpu(tmp_path):
-    """On a CPU the precomputed teacher maps come from the exported network (ExportedTeacher), which gives the
+    """On a CPU the precomputed teacher maps come from the exported network (ExportedNetwork), which gives the
     torch teacher's maps, flips included."""
     from training.data import Item
-    from training.train import ExportedTeacher, distilled, model_from_checkpoint
+    from training.train import ExportedNetwork, distilled, model_from_checkpoint
 
     cfg = tiny_config(norm="frozen", max_steps=2, val_every=2, data=DataSpec(n_stacks=4, shape=(10, 64, 64),
                                                                               snr=7.0, density="high"))
@@ -518,12 +518,12 @@ def test_teacher_maps_of_the_exported_network_equal_torch_and_are_used_on_the_cp
     rng = np.random.default_rng(4)
     items = [Item(rng.normal(size=(6, 20, 28)).astype(np.float32), rng.random((6, 20, 28)).astype(np.float32),
                   np.zeros((0, 3)), {}) for _ in range(2)]
-    with ExportedTeacher(checkpoint) as fast, torch.no_grad():
+    with ExportedNetwork(checkpoint) as fast, torch.no_grad():
         for flips in (False, True):
             for a, b in zip(distilled(items, fast, 0.5, flips), distilled(items, net, 0.5, flips)):
                 assert a.target.shape == b.target.shape and np.allclose(a.target, b.target, atol=1e-5)
     cfg.teacher, cfg.teacher_precompute = str(checkpoint), True
-    with mock.patch("training.train.ExportedTeacher.map", autospec=True,
+    with mock.patch("training.train.ExportedNetwork.map", autospec=True,
                     side_effect=lambda self, v, flips=False: np.zeros_like(v)) as used:
         train(cfg, tmp_path / "student", progress=False, final_tuning=False)
     assert used.called

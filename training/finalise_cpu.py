@@ -12,14 +12,14 @@ not run. The output has no optimizer state (for shipping).
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from training.config import TrainConfig
-from training.data import load_split, pad_to_stride
+from training.data import load_split
 from training.train import (
     FINE_THRESHOLDS,
+    ExportedNetwork,
     best_threshold,
     build_model,
     load_checkpoint,
@@ -31,21 +31,14 @@ from training.train import (
 
 def finalise_cpu(source: str | Path, destination: str | Path, workers: int = 2) -> dict:
     """Tune ``source``'s threshold on its validation split and write the shippable checkpoint ``destination``."""
-    from dmdet_infer.model import Model
-    from export.onnx_export import export_checkpoint
-
     source = Path(source)
     ck = load_checkpoint(source)
     cfg = TrainConfig.from_dict(ck["config"])
     t0 = time.perf_counter()
     items = load_split(cfg.data, "val", cfg.target, cfg.sigma_zyx, False, workers)
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
-        export_checkpoint(source, onnx_path, calibration_shape=None)
-        model = Model(onnx_path, device="cpu", precision="fp32")  # the same threshold on every CPU (not bf16)
-        step = model.info.stride_zyx
-        densities = [model.run(pad_to_stride(it.volume, step))[tuple(slice(0, s) for s in it.volume.shape)]
-                     for it in items]
+    with ExportedNetwork(source) as network:  # fp32: the same threshold on every CPU (not bf16)
+        densities = [network.map(it.volume) for it in items]
+        precision = network.model.precision
     thr, scores = best_threshold(score_thresholds(densities, items, cfg, FINE_THRESHOLDS))
     net = build_model(cfg)
     net.load_state_dict(ck["model"])
@@ -53,7 +46,7 @@ def finalise_cpu(source: str | Path, destination: str | Path, workers: int = 2) 
     record_tuning(out, net, thr, scores, source.parent)
     out["finalised"] = "on a CPU with the exported network (training.finalise_cpu); no instance-norm comparison"
     save_atomic(out, Path(destination))
-    summary = {"threshold": thr, "val_f1": scores["f1_mean"], "val_stacks": len(items), "precision": model.precision,
+    summary = {"threshold": thr, "val_f1": scores["f1_mean"], "val_stacks": len(items), "precision": precision,
                "seconds": round(time.perf_counter() - t0, 1)}
     print(summary)
     return summary

@@ -78,7 +78,7 @@ def plain_background(item: Item) -> bool:
 
 
 @torch.no_grad()
-def distilled(items: list[Item], teacher: DetNet3D | ExportedTeacher, weight: float, flips: bool = False,
+def distilled(items: list[Item], teacher: DetNet3D | ExportedNetwork, weight: float, flips: bool = False,
               progress: bool = False, floor: bool = False, on: str = "all") -> list[Item]:
     """``items`` with each target blended towards the teacher's map of the whole stack: ``lerp(target, map,
     weight)``; with ``flips``, the map is the mean over the four YX flips (as :func:`teacher_map`); with
@@ -122,7 +122,7 @@ def teacher_cache_path(items: list[Item], cfg: TrainConfig) -> Path | None:
     return Path(cfg.data.cache_dir) / f"teacher-{h.hexdigest()[:16]}.npy"
 
 
-def cached_distilled(items: list[Item], teacher: DetNet3D | ExportedTeacher, cfg: TrainConfig,
+def cached_distilled(items: list[Item], teacher: DetNet3D | ExportedNetwork, cfg: TrainConfig,
                      progress: bool = False) -> list[Item]:
     """:func:`distilled` with the config's blend, its targets kept in ``data.cache_dir`` (:func:`teacher_cache_path`)
     so that a resumed CPU run does not compute the teacher's maps again (about 10 minutes for 1080 stacks on 2
@@ -178,38 +178,46 @@ def predict(model: DetNet3D, volume: np.ndarray, flips: bool = False) -> np.ndar
     return predict_many(model, [volume], flips)[0]
 
 
-class ExportedTeacher:
-    """A teacher checkpoint run through its exported network, as ``dmdet_infer`` runs it in fp32 (OpenVINO when
-    installed, else ONNX Runtime), for whole-stack teacher maps on a CPU: 2.4x torch's speed there for the w8 network
-    with OpenVINO (0.10 against 0.25 s per 16x128x128 stack on 2 cores), the same maps within 1e-6. A context
-    manager: the ONNX file lives in a temporary folder while it is open."""
+class ExportedNetwork:
+    """A checkpoint run through its exported network, as ``dmdet_infer`` runs it in fp32 (OpenVINO when installed,
+    else ONNX Runtime; never bf16, so its maps do not depend on the CPU), for whole-stack maps on a CPU (teacher
+    maps, threshold tuning): 2.4x torch's speed there for the w8 network with OpenVINO (0.10 against 0.25 s per
+    16x128x128 stack on 2 cores), the same maps within 1e-6. A context manager: the network is exported (and
+    checked against torch) at the first map, into a temporary folder that lives while it is open, so a run whose
+    maps are all cached exports nothing."""
 
     def __init__(self, checkpoint: str | Path) -> None:
         self.checkpoint = Path(checkpoint)
         self._tmp: Any = None
-        self.model: Any = None
+        self._model: Any = None
 
-    def __enter__(self) -> ExportedTeacher:
-        import tempfile
-
-        from dmdet_infer.model import Model
-        from export.onnx_export import export_checkpoint
-
-        self._tmp = tempfile.TemporaryDirectory(prefix="dmdet-teacher-")
-        path = Path(self._tmp.name) / "teacher.onnx"
-        export_checkpoint(self.checkpoint, path, calibration_shape=None)  # checked against torch on export
-        self.model = Model(path, device="cpu", precision="fp32")
+    def __enter__(self) -> ExportedNetwork:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.model = None
+        self._model = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
 
+    @property
+    def model(self) -> Any:
+        """The exported network (:class:`dmdet_infer.model.Model`, fp32), exported on first use."""
+        if self._model is None:
+            import tempfile
+
+            from dmdet_infer.model import Model
+            from export.onnx_export import export_checkpoint
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="dmdet-export-")
+            path = Path(self._tmp.name) / "network.onnx"
+            export_checkpoint(self.checkpoint, path, calibration_shape=None)  # checked against torch on export
+            self._model = Model(path, device="cpu", precision="fp32")
+        return self._model
+
     def map(self, volume: np.ndarray, flips: bool = False) -> np.ndarray:
-        """The teacher's map of one normalised ZYX volume; with ``flips``, the mean over the four YX flips, each
-        flipped back (as :func:`teacher_map`)."""
+        """The network's map of one normalised ZYX volume; with ``flips``, the mean over :data:`TEACHER_FLIPS`,
+        each flipped back (as :func:`teacher_map`)."""
         k = self.model.info.stride_zyx
         crop = tuple(slice(0, n) for n in volume.shape)
 
@@ -218,12 +226,12 @@ class ExportedTeacher:
 
         if not flips:
             return one(volume)
-        axes = [(), (2,), (1,), (1, 2)]  # TEACHER_FLIPS' x, y, both on a ZYX array
+        axes = [tuple(d - 2 for d in dims) for dims in TEACHER_FLIPS]  # N, C, Z, Y, X dims -> Z, Y, X axes
         return np.mean([np.flip(one(np.flip(volume, a)), a) if a else one(volume) for a in axes], axis=0)
 
 
 @torch.no_grad()
-def predict_many(model: DetNet3D | ExportedTeacher, volumes: list[np.ndarray], flips: bool = False,
+def predict_many(model: DetNet3D | ExportedNetwork, volumes: list[np.ndarray], flips: bool = False,
                  batch: int = PREDICT_BATCH) -> list[np.ndarray]:
     """:func:`predict` of each volume, consecutive volumes of one shape run ``batch`` at a time.
 
@@ -231,7 +239,7 @@ def predict_many(model: DetNet3D | ExportedTeacher, volumes: list[np.ndarray], f
     a column buffer per call: 3.4 s for one 16x128x128 stack of the w8 network here) and a batch with oneDNN
     (0.6 s per stack), so whole-stack passes (validation, teacher maps) go in batches.
     """
-    if isinstance(model, ExportedTeacher):
+    if isinstance(model, ExportedNetwork):
         return [model.map(np.asarray(v, np.float32), flips) for v in volumes]
     device = next(model.parameters()).device
     k = stride(model)
@@ -471,8 +479,8 @@ def train(
         if not train_items:
             raise ValueError(f"the training split is empty ({cfg.data.split_definition()})")
         if teacher is not None and cfg.teacher_precompute:
-            if device.type == "cpu":  # the exported network computes the maps faster (ExportedTeacher)
-                with ExportedTeacher(cfg.teacher) as fast:
+            if device.type == "cpu":  # the exported network computes the maps faster
+                with ExportedNetwork(cfg.teacher) as fast:
                     train_items = cached_distilled(train_items, fast, cfg, progress)
             else:
                 train_items = cached_distilled(train_items, teacher, cfg, progress)
